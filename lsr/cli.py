@@ -1,0 +1,161 @@
+"""The ``lsr`` command: ``index``, ``search``, ``serve`` and ``demo``. Each is a thin call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from lsr.errors import LsrError
+
+DEFAULT_DEMO_DIR = Path.home() / ".cache" / "lsr-engine" / "demo-index"
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lsr", description="Learned sparse retrieval: index, search, serve.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ix = sub.add_parser("index", help="encode a corpus and write an index folder")
+    ix.add_argument("--corpus", required=True, help="BEIR folder (corpus.jsonl) or JSONL file")
+    ix.add_argument("--out", required=True, help="index folder to write")
+    ix.add_argument("--model", default="splade-tiny", help="splade-tiny, a local HF folder or a hub name")
+    ix.add_argument("--batch-size", type=_positive, default=32)
+    ix.add_argument("--max-length", type=_positive, default=256)
+    ix.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    ix.add_argument("--quantization", choices=["uint8", "float32"], default="uint8")
+    ix.add_argument("--skip-bad", action="store_true", help="skip bad corpus lines instead of stopping")
+    ix.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
+    ix.add_argument("--limit", type=_positive, default=None, help="index only the first N documents")
+    ix.add_argument("--no-progress", action="store_true")
+
+    se = sub.add_parser("search", help="query an index")
+    se.add_argument("--index", required=True, help="index folder")
+    se.add_argument("query")
+    se.add_argument("-k", type=_positive, default=10)
+    se.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    se.add_argument("--model", default=None, help="encoder override (default: the index's)")
+
+    sv = sub.add_parser("serve", help="serve an index over HTTP")
+    sv.add_argument("--index", required=True)
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=_positive, default=8000)
+    sv.add_argument("--model", default=None)
+
+    de = sub.add_parser("demo", help="index the built-in demo corpus (stdlib docs) and serve it")
+    de.add_argument("--out", default=str(DEFAULT_DEMO_DIR), help="where the demo index lives")
+    de.add_argument("--host", default="127.0.0.1")
+    de.add_argument("--port", type=_positive, default=8000)
+    de.add_argument("--rebuild", action="store_true", help="rebuild the demo index even if present")
+    de.add_argument("--no-serve", action="store_true", help="build the index, print examples, exit")
+    return p
+
+
+def _cmd_index(a) -> int:
+    from lsr.indexing import index_corpus
+
+    summary = index_corpus(a.corpus, a.out, model=a.model, batch_size=a.batch_size,
+                           max_length=a.max_length, device=a.device, quantization=a.quantization,
+                           skip_bad=a.skip_bad, overwrite=a.overwrite, limit=a.limit,
+                           show_progress=not a.no_progress)
+    print(summary.line())
+    return 0
+
+
+def _cmd_search(a) -> int:
+    from lsr.searcher import Searcher
+
+    searcher = Searcher.load(a.index, model=a.model)
+    t0 = time.perf_counter()
+    hits = searcher.search(a.query, a.k)
+    took = (time.perf_counter() - t0) * 1000
+    if a.json:
+        print(json.dumps({"query": a.query, "took_ms": round(took, 3), "hits": [h.to_dict() for h in hits]},
+                         ensure_ascii=False))
+        return 0
+    for h in hits:
+        snippet = " ".join(f"{h.title} | {h.text}".split()) if h.title else " ".join(h.text.split())
+        print(f"{h.rank:>4}  {h.score:9.4f}  {h.id:<24} {snippet[:90]}")
+    print(f"{len(hits)} hits in {took:.1f} ms")
+    return 0
+
+
+def _serve(index: str | Path, host: str, port: int, model: str | None = None) -> int:
+    try:
+        import uvicorn
+
+        from lsr.service import Settings, create_app
+    except ImportError as e:
+        raise LsrError(f"serving needs the 'serve' extra: pip install 'lsr-engine[serve]' ({e.name} missing)")
+    from lsr.searcher import Searcher
+
+    searcher = Searcher.load(index, model=model)  # fail here, with one line, if the index is bad
+    app = create_app(Settings(index_path=Path(index), model=model, host=host, port=port), searcher=searcher)
+    print(f"serving {searcher.info['documents']:,} documents from {index} on http://{host}:{port} "
+          f"(API docs: http://{host}:{port}/docs)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+    return 0
+
+
+def _cmd_demo(a) -> int:
+    from lsr.demo import demo_queries, write_demo_corpus
+    from lsr.index.storage import read_manifest
+    from lsr.indexing import index_corpus
+
+    out = Path(a.out)
+    ready = False
+    if out.exists() and not a.rebuild:
+        try:
+            ready = read_manifest(out).get("metadata", {}).get("corpus", {}).get("name") == "demo"
+        except LsrError:
+            ready = False
+    if ready:
+        print(f"using the demo index in {out} (--rebuild to build it again)")
+    else:
+        corpus = out.parent / "demo-corpus.jsonl"
+        n = write_demo_corpus(corpus)
+        print(f"demo corpus: {n:,} passages of Python standard library documentation -> {corpus}")
+        summary = index_corpus(corpus, out, overwrite=True, corpus_name="demo")
+        print(summary.line())
+    url = f"http://{a.host}:{a.port}"
+    q = next(iter(demo_queries().values()))["text"]
+    print("\nTry:")
+    print(f"  curl -s '{url}/search?q=copy+a+directory+tree&k=3'")
+    print(f"  curl -s -X POST {url}/search -H 'Content-Type: application/json' "
+          f"-d '{json.dumps({'query': q, 'k': 5})}'")
+    print()
+    if a.no_serve:
+        return 0
+    return _serve(out, a.host, a.port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``lsr`` console script; returns the exit code (2 for bad input)."""
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    handlers = {"index": _cmd_index, "search": _cmd_search, "demo": _cmd_demo,
+                "serve": lambda a: _serve(a.index, a.host, a.port, a.model)}
+    try:
+        return handlers[args.command](args)
+    except (LsrError, ValueError, FileExistsError) as e:
+        print(f"lsr {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"lsr {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lsr {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,122 @@
+"""Reading corpora: a BEIR folder (``corpus.jsonl``) or a JSONL file of ``{"id"|"_id", "title"?, "text"}``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lsr.errors import CorpusError
+
+
+@dataclass(frozen=True)
+class Record:
+    """One corpus document.
+
+    Example:
+        >>> Record("d1", "Title", "Body text").content
+        'Title Body text'
+    """
+
+    id: str
+    title: str
+    text: str
+
+    @property
+    def content(self) -> str:
+        """What the encoder sees: title and text joined by a space (the BEIR/SPLADE convention)."""
+        return f"{self.title} {self.text}".strip() if self.title else self.text
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The records of a corpus file, plus how many bad lines were skipped (with ``skip_bad=True``)."""
+
+    path: Path
+    records: list[Record]
+    skipped: int = 0
+    skipped_examples: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def corpus_file(path: str | Path) -> Path:
+    """The JSONL file behind ``path``: the file itself, or ``corpus.jsonl`` inside a BEIR folder."""
+    p = Path(path)
+    if p.is_dir():
+        f = p / "corpus.jsonl"
+        if not f.is_file():
+            raise CorpusError(f"{p}: a corpus folder must contain corpus.jsonl (BEIR layout)")
+        return f
+    if not p.exists():
+        raise CorpusError(f"{p}: no such file or folder")
+    return p
+
+
+def _parse(line: str, where: str, seen: dict[str, int], lineno: int) -> Record:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise CorpusError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise CorpusError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    doc_id = obj.get("_id", obj.get("id"))
+    if doc_id is None:
+        raise CorpusError(f"{where}: no 'id' or '_id' field")
+    if isinstance(doc_id, int) and not isinstance(doc_id, bool):
+        doc_id = str(doc_id)
+    if not isinstance(doc_id, str) or not doc_id.strip() or "\n" in doc_id or "\r" in doc_id:
+        raise CorpusError(f"{where}: the id must be a non-empty single-line string, got {doc_id!r}")
+    if "text" not in obj:
+        raise CorpusError(f"{where}: document {doc_id!r} has no 'text' field")
+    text, title = obj["text"], obj.get("title") or ""
+    if not isinstance(text, str) or not isinstance(title, str):
+        raise CorpusError(f"{where}: document {doc_id!r}: 'text' and 'title' must be strings")
+    if not text.strip() and not title.strip():
+        raise CorpusError(f"{where}: document {doc_id!r} has an empty text and title")
+    if doc_id in seen:
+        raise CorpusError(f"{where}: repeats id {doc_id!r} (first seen on line {seen[doc_id]})")
+    seen[doc_id] = lineno
+    return Record(doc_id, title, text)
+
+
+def read_corpus(path: str | Path, *, skip_bad: bool = False, limit: int | None = None) -> Corpus:
+    """Read and validate a corpus.
+
+    Every bad line (not JSON, no text, a repeated id, ...) raises :class:`CorpusError` naming the file and
+    line number, or with ``skip_bad=True`` is skipped and counted.
+
+    Example:
+        >>> corpus = read_corpus("data/demo/corpus.jsonl")   # doctest: +SKIP
+        >>> corpus.records[0].id                              # doctest: +SKIP
+    """
+    f = corpus_file(path)
+    records: list[Record] = []
+    seen: dict[str, int] = {}
+    skipped, examples = 0, []
+    try:
+        fh = open(f, encoding="utf-8")
+    except OSError as e:
+        raise CorpusError(f"{f}: cannot read ({e.strerror})") from None
+    with fh:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(_parse(line, f"{f}:{lineno}", seen, lineno))
+                except CorpusError as e:
+                    if not skip_bad:
+                        raise
+                    skipped += 1
+                    if len(examples) < 3:
+                        examples.append(str(e))
+                if limit is not None and len(records) >= limit:
+                    break
+        except UnicodeDecodeError:
+            raise CorpusError(f"{f}:{lineno + 1}: not valid UTF-8") from None
+    if not records:
+        raise CorpusError(f"{f}: no documents" + (f" ({skipped} bad lines skipped)" if skipped else ""))
+    return Corpus(f, records, skipped, examples)

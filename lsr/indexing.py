@@ -1,0 +1,102 @@
+"""From a corpus file to an index folder: read, encode (with a progress bar), write atomically."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lsr.corpus import read_corpus
+from lsr.types import SparseBatch
+
+
+@dataclass(frozen=True)
+class IndexSummary:
+    """What ``index_corpus`` did: counts, size on disk and wall time."""
+
+    path: Path
+    documents: int
+    postings: int
+    size_bytes: int
+    seconds: float
+    skipped: int = 0
+
+    def line(self) -> str:
+        skipped = f", {self.skipped} bad lines skipped" if self.skipped else ""
+        return (f"indexed {self.documents:,} documents, {self.postings:,} postings, "
+                f"{self.size_bytes / 2**20:.1f} MiB on disk, {self.seconds:.1f} s{skipped} -> {self.path}")
+
+
+def permute_rows(batch: SparseBatch, order: np.ndarray) -> SparseBatch:
+    """Rows of ``batch`` taken in ``order`` (``out.row(i) == batch.row(order[i])``), vectorised."""
+    lengths = np.diff(batch.indptr)[order]
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    starts = batch.indptr[:-1][order]
+    gather = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+    return SparseBatch(indptr, batch.indices[gather], batch.values[gather], batch.vocab_size)
+
+
+def encode_corpus(encoder, texts: list[str], *, batch_size: int = 32, show_progress: bool = True,
+                  chunk_batches: int = 16) -> SparseBatch:
+    """Encode documents in length-sorted chunks (less padding), returned in input order."""
+    from tqdm.auto import tqdm
+
+    order = np.argsort(np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)), kind="stable")
+    chunk = max(1, batch_size * chunk_batches)
+    parts = []
+    with tqdm(total=len(texts), unit="doc", desc="encoding", disable=not show_progress,
+              dynamic_ncols=True) as bar:
+        for start in range(0, len(texts), chunk):
+            sel = order[start:start + chunk]
+            parts.append(encoder.encode_documents([texts[i] for i in sel], batch_size=batch_size))
+            bar.update(len(sel))
+    encoded_sorted = SparseBatch.concat(parts)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.size)
+    return permute_rows(encoded_sorted, inverse)
+
+
+def _folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def index_corpus(corpus: str | Path, out: str | Path, *, model: str = "splade-tiny", encoder=None,
+                 batch_size: int = 32, max_length: int = 256, device: str = "auto",
+                 quantization: str = "uint8", skip_bad: bool = False, overwrite: bool = False,
+                 limit: int | None = None, show_progress: bool = True,
+                 corpus_name: str | None = None) -> IndexSummary:
+    """Index a BEIR folder or JSONL file into the folder ``out`` (written to a temp folder, then renamed).
+
+    Example:
+        >>> from lsr.indexing import index_corpus
+        >>> index_corpus("data.jsonl", "my-index").documents   # doctest: +SKIP
+    """
+    from lsr.index import DocStore, SparseIndex
+    from lsr.index.storage import atomic_folder
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists (use --overwrite to replace it)")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    corpus_data = read_corpus(corpus, skip_bad=skip_bad, limit=limit)
+    if encoder is None:
+        from lsr.encoders import SpladeEncoder
+
+        encoder = SpladeEncoder.from_pretrained(model, device=device, max_length=max_length)
+    records = corpus_data.records
+    vectors = encode_corpus(encoder, [r.content for r in records], batch_size=batch_size,
+                            show_progress=show_progress)
+    name = corpus_name or (Path(corpus).name if Path(corpus).is_dir() else corpus_data.path.stem)
+    metadata = {"encoder": encoder.describe(),
+                "corpus": {"name": name, "path": str(corpus_data.path), "documents": len(records),
+                           "skipped": corpus_data.skipped}}
+    with atomic_folder(out, overwrite=overwrite) as tmp:
+        DocStore.write(Path(tmp) / "docs.sqlite", ((r.id, r.title, r.text) for r in records))
+        manifest = SparseIndex.write_into(tmp, vectors, [r.id for r in records],
+                                          quantization=quantization, metadata=metadata)
+    return IndexSummary(out, len(records), int(manifest["nnz"]), _folder_size(out),
+                        time.perf_counter() - t0, corpus_data.skipped)

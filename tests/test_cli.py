@@ -1,0 +1,89 @@
+import json
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from pathlib import Path
+
+from lsr.cli import main
+
+MINI_CORPUS = Path(__file__).parent.parent / "data" / "mini" / "corpus.jsonl"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "idx"
+    assert main(["index", "--corpus", str(MINI_CORPUS), "--out", str(out), "--no-progress",
+                 "--device", "cpu"]) == 0
+    return out
+
+
+def test_index_then_search(built, capsys):
+    assert (built / "manifest.json").is_file() and (built / "docs.sqlite").is_file()
+    assert main(["search", "--index", str(built), "why does a volcano erupt lava", "-k", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["hits"][0]["id"] == "geo-1" and len(out["hits"]) == 3
+    assert main(["search", "--index", str(built), "checkmate the king"]) == 0
+    text = capsys.readouterr().out
+    assert "sport-5" in text and "hits in" in text
+
+
+def test_index_summary_line(tmp_path, capsys):
+    assert main(["index", "--corpus", str(MINI_CORPUS), "--out", str(tmp_path / "i"), "--no-progress",
+                 "--limit", "5", "--quantization", "float32"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("indexed 5 documents,") and "postings" in line and "MiB on disk" in line
+
+
+def test_existing_output_needs_overwrite(built, capsys):
+    assert main(["index", "--corpus", str(MINI_CORPUS), "--out", str(built), "--no-progress"]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def _run(*args):
+    # run outside the checkout: from the repo root `-m lsr` would find the source folder, not the install
+    return subprocess.run([sys.executable, "-m", "lsr", *args], capture_output=True, text=True, timeout=300,
+                          cwd=tempfile.gettempdir())
+
+
+def test_bad_corpus_exit_2_one_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"_id": "a", "text": "fine"}) + "\n{broken\n", encoding="utf-8")
+    r = _run("index", "--corpus", str(bad), "--out", str(tmp_path / "o"), "--no-progress")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{bad}:2" in lines[0] and "not valid JSON" in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_skip_bad_reports(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    rows = [json.dumps({"_id": "a", "text": "bread and butter"}), "{broken",
+            json.dumps({"_id": "a", "text": "repeated id"}), json.dumps({"_id": "b", "title": "no text"}),
+            json.dumps({"_id": "c", "text": "coffee beans"})]
+    bad.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert main(["index", "--corpus", str(bad), "--out", str(tmp_path / "o"), "--no-progress",
+                 "--skip-bad"]) == 0
+    out = capsys.readouterr().out
+    assert "indexed 2 documents" in out and "3 bad lines skipped" in out
+
+
+def test_search_bad_index_exit_2(tmp_path, built, capsys):
+    assert main(["search", "--index", str(tmp_path / "absent"), "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "absent" in err[0]
+    # another format version
+    other = tmp_path / "other"
+    other.mkdir()
+    manifest = json.loads((built / "manifest.json").read_text())
+    manifest["format_version"] = 999
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["search", "--index", str(other), "x"]) == 2
+    assert "999" in capsys.readouterr().err
+
+
+def test_bad_arguments_exit_2(tmp_path):
+    r = _run("search", "--index", str(tmp_path), "q", "-k", "0")
+    assert r.returncode == 2 and "must be at least 1" in r.stderr

@@ -1,0 +1,56 @@
+import json
+
+import pytest
+
+from lsr.corpus import read_corpus
+from lsr.errors import CorpusError
+
+
+def _write(path, lines):
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_reads_jsonl_and_beir_folder(tmp_path):
+    lines = [json.dumps({"_id": "a", "title": "T", "text": "alpha"}), json.dumps({"id": 7, "text": "beta"})]
+    f = _write(tmp_path / "c.jsonl", lines)
+    c = read_corpus(f)
+    assert [r.id for r in c.records] == ["a", "7"]
+    assert c.records[0].content == "T alpha" and c.records[1].content == "beta"
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    _write(beir / "corpus.jsonl", lines)
+    assert [r.id for r in read_corpus(beir).records] == ["a", "7"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("{not json", "not valid JSON"),
+    (json.dumps({"_id": "x", "title": "no text"}), "has no 'text' field"),
+    (json.dumps({"_id": "a", "text": "again"}), "repeats id 'a' (first seen on line 1)"),
+    (json.dumps({"text": "no id"}), "no 'id' or '_id' field"),
+    (json.dumps(["a", "list"]), "expected a JSON object"),
+    (json.dumps({"_id": "y", "text": 5}), "must be strings"),
+])
+def test_bad_line_names_file_and_line(tmp_path, bad, message):
+    f = _write(tmp_path / "c.jsonl", [json.dumps({"_id": "a", "text": "ok"}), bad])
+    with pytest.raises(CorpusError) as e:
+        read_corpus(f)
+    assert str(e.value).startswith(f"{f}:2: ")
+    assert message in str(e.value)
+
+
+def test_skip_bad_counts(tmp_path):
+    f = _write(tmp_path / "c.jsonl", [json.dumps({"_id": "a", "text": "ok"}), "{oops", json.dumps({"_id": "a", "text": "dup"}),
+                                      json.dumps({"_id": "b", "text": "fine"})])
+    c = read_corpus(f, skip_bad=True)
+    assert [r.id for r in c.records] == ["a", "b"] and c.skipped == 2
+    assert "c.jsonl:2" in c.skipped_examples[0]
+
+
+def test_missing_and_empty(tmp_path):
+    with pytest.raises(CorpusError, match="no such file"):
+        read_corpus(tmp_path / "nope.jsonl")
+    with pytest.raises(CorpusError, match="must contain corpus.jsonl"):
+        read_corpus(tmp_path)
+    with pytest.raises(CorpusError, match="no documents"):
+        read_corpus(_write(tmp_path / "e.jsonl", [""]))

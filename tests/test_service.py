@@ -1,0 +1,73 @@
+import pytest
+from fastapi.testclient import TestClient
+
+from lsr.service import Settings, create_app
+
+
+@pytest.fixture(scope="module")
+def client(mini_searcher):
+    with TestClient(create_app(Settings(index_path="unused"), searcher=mini_searcher)) as c:
+        yield c
+
+
+def test_health(client):
+    r = client.get("/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok" and body["documents"] == 30 and body["format_version"] == 1
+    assert body["encoder"] == "splade-tiny"
+
+
+def test_search_post_and_get_agree(client):
+    r = client.post("/search", json={"query": "how to bake bread with yeast", "k": 3})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["query"] == "how to bake bread with yeast" and body["took_ms"] >= 0
+    assert [h["rank"] for h in body["hits"]] == [1, 2, 3]
+    assert body["hits"][0]["id"] == "cook-1" and "yeast" in body["hits"][0]["text"]
+    g = client.get("/search", params={"q": "how to bake bread with yeast", "k": 3}).json()
+    assert [h["id"] for h in g["hits"]] == [h["id"] for h in body["hits"]]
+
+
+def test_documents(client):
+    r = client.get("/documents/geo-1")
+    assert r.status_code == 200 and r.json()["title"] == "Volcanoes"
+    r = client.get("/documents/missing-doc")
+    assert r.status_code == 404 and "missing-doc" in r.json()["error"]
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ({"query": "", "k": 3}, "query is empty"),
+    ({"query": "   \t", "k": 3}, "query is empty"),
+    ({"query": "bread", "k": 0}, "k:"),
+    ({"query": "bread", "k": 1001}, "k:"),
+    ({"query": "bread", "k": "many"}, "k:"),
+    ({"k": 3}, "query:"),
+])
+def test_search_bad_bodies(client, body, fragment):
+    r = client.post("/search", json=body)
+    assert r.status_code == 422
+    assert fragment in r.json()["error"]
+
+
+def test_body_not_json(client):
+    r = client.post("/search", content=b"{this is not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"] == "request body is not valid JSON"
+
+
+def test_get_search_bad_params(client):
+    assert client.get("/search", params={"q": " ", "k": 3}).status_code == 422
+    r = client.get("/search", params={"q": "bread", "k": 5000})
+    assert r.status_code == 422 and "k:" in r.json()["error"]
+    assert client.get("/search").status_code == 422
+
+
+def test_too_long_query(client):
+    r = client.post("/search", json={"query": "bread " * 1000})
+    assert r.status_code == 422 and "longer than" in r.json()["error"]
+
+
+def test_app_opens_index_from_settings(mini_index):
+    with TestClient(create_app(Settings(index_path=mini_index, device="cpu"))) as c:
+        assert c.get("/health").json()["documents"] == 30
+        assert c.get("/openapi.json").status_code == 200
