@@ -1,4 +1,4 @@
-"""The ``lsr`` command: ``index``, ``search``, ``serve`` and ``demo``. Each is a thin call into the library."""
+"""The ``lsr`` command: ``index``, ``search``, ``serve`` and ``demo``, each a thin call into the library."""
 
 from __future__ import annotations
 
@@ -98,7 +98,8 @@ def _serve(index: str | Path, host: str, port: int, model: str | None = None) ->
 
         from lsr.service import Settings, create_app
     except ImportError as e:
-        raise LsrError(f"serving needs the 'serve' extra: pip install 'lsr-engine[serve]' ({e.name} missing)")
+        raise LsrError(f"serving needs the 'serve' extra: pip install 'lsr-engine[serve]' ({e.name} missing)"
+                       ) from None
     from lsr.searcher import Searcher
 
     searcher = Searcher.load(index, model=model)  # fail here, with one line, if the index is bad

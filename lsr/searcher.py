@@ -85,7 +85,7 @@ class Searcher:
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000, *, batch_size: int = 64,
                      threads: int | None = None) -> dict[str, dict[str, float]]:
-        """Run many queries: ``{qid: text}`` → ``{qid: {doc_id: score}}`` (ranx / ir-measures / pytrec_eval)."""
+        """Run many queries: ``{qid: text}`` → ``{qid: {doc_id: score}}`` (ranx, ir-measures, pytrec_eval)."""
         if not isinstance(queries, Mapping):
             raise TypeError("queries must be a mapping {query_id: text}")
         self._check_k(k)

@@ -2,10 +2,9 @@ import json
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
-
-from pathlib import Path
 
 from lsr.cli import main
 

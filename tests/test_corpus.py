@@ -40,7 +40,8 @@ def test_bad_line_names_file_and_line(tmp_path, bad, message):
 
 
 def test_skip_bad_counts(tmp_path):
-    f = _write(tmp_path / "c.jsonl", [json.dumps({"_id": "a", "text": "ok"}), "{oops", json.dumps({"_id": "a", "text": "dup"}),
+    f = _write(tmp_path / "c.jsonl", [json.dumps({"_id": "a", "text": "ok"}), "{oops",
+                                      json.dumps({"_id": "a", "text": "dup"}),
                                       json.dumps({"_id": "b", "text": "fine"})])
     c = read_corpus(f, skip_bad=True)
     assert [r.id for r in c.records] == ["a", "b"] and c.skipped == 2

@@ -1,0 +1,248 @@
+"""Numba kernels of the sparse index: flat numpy arrays in, flat numpy arrays out.
+
+Orchestration (validation, files, ids) lives in :mod:`lsr.index.sparse`; this module only holds the
+loops over postings, so that later query processors (e.g. block-max pruning) can sit beside them.
+
+Layout of an inverted index ("postings"), term-major CSR:
+    ``p_indptr``  int64, length ``vocab + 1``: postings of term ``t`` are ``p_indptr[t]:p_indptr[t+1]``
+    ``p_docs``    int32, internal doc numbers (rows), ascending within a term
+    ``p_impacts`` uint8 (dequantised by ``scale``) or float32 (``scale`` is 1.0)
+
+Top-k order everywhere: score descending, then internal doc number ascending.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# --------------------------------------------------------------------------- building
+
+
+@njit(cache=True, nogil=True)
+def build_postings(indptr, indices, values, vocab_size):
+    """Doc-major CSR -> term-major postings (counting sort); sums duplicate terms, drops values <= 0."""
+    n_docs = indptr.size - 1
+    nnz = indices.size
+    p_indptr = np.zeros(vocab_size + 1, np.int64)
+    for j in range(nnz):
+        p_indptr[indices[j] + 1] += 1
+    for t in range(vocab_size):
+        p_indptr[t + 1] += p_indptr[t]
+    fill = p_indptr[:-1].copy()
+    docs = np.empty(nnz, np.int32)
+    vals = np.empty(nnz, np.float32)
+    for d in range(n_docs):
+        for j in range(indptr[d], indptr[d + 1]):
+            t = indices[j]
+            p = fill[t]
+            docs[p] = d
+            vals[p] = values[j]
+            fill[t] = p + 1
+    # Compact in place: merge runs of the same doc within a term (docs are ascending), drop sums <= 0.
+    out_indptr = np.zeros(vocab_size + 1, np.int64)
+    w = 0
+    for t in range(vocab_size):
+        j = p_indptr[t]
+        end = p_indptr[t + 1]
+        while j < end:
+            d = docs[j]
+            s = np.float64(vals[j])
+            j += 1
+            while j < end and docs[j] == d:
+                s += np.float64(vals[j])
+                j += 1
+            if s > 0.0 and np.float32(s) > 0.0:
+                docs[w] = d
+                vals[w] = np.float32(s)
+                w += 1
+        out_indptr[t + 1] = w
+    return out_indptr, docs[:w], vals[:w]
+
+
+@njit(cache=True, nogil=True)
+def quantize_uint8(values):
+    """Linear uint8 impact quantisation: scale = max/255, impact = clip(rint(v/scale), 1, 255)."""
+    n = values.size
+    out = np.empty(n, np.uint8)
+    vmax = 0.0
+    for i in range(n):
+        if values[i] > vmax:
+            vmax = np.float64(values[i])
+    scale = vmax / 255.0 if vmax > 0.0 else 1.0
+    for i in range(n):
+        q = np.rint(np.float64(values[i]) / scale)
+        if q < 1.0:
+            q = 1.0
+        elif q > 255.0:
+            q = 255.0
+        out[i] = np.uint8(q)
+    return out, scale
+
+
+# --------------------------------------------------------------------------- query processing
+
+
+@njit(cache=True, nogil=True)
+def prepare_query(q_terms, q_weights, vocab_size, scale):
+    """Sum duplicate term ids, drop ids >= vocab and zero weights, fold in scale; positive terms first."""
+    n = q_terms.size
+    order = np.argsort(q_terms, kind="mergesort")
+    terms = np.empty(n, np.int32)
+    weights = np.empty(n, np.float32)
+    m = 0
+    i = 0
+    while i < n:
+        t = q_terms[order[i]]
+        s = np.float64(q_weights[order[i]])
+        i += 1
+        while i < n and q_terms[order[i]] == t:
+            s += np.float64(q_weights[order[i]])
+            i += 1
+        if t < 0 or t >= vocab_size:
+            continue
+        w = np.float32(s * scale)
+        if w != 0.0:
+            terms[m] = t
+            weights[m] = w
+            m += 1
+    # Stable partition: positive weights first (see taat_accumulate for why).
+    out_t = np.empty(m, np.int32)
+    out_w = np.empty(m, np.float32)
+    o = 0
+    for i in range(m):
+        if weights[i] > 0.0:
+            out_t[o] = terms[i]
+            out_w[o] = weights[i]
+            o += 1
+    for i in range(m):
+        if weights[i] < 0.0:
+            out_t[o] = terms[i]
+            out_w[o] = weights[i]
+            o += 1
+    return out_t, out_w
+
+
+@njit(cache=True, nogil=True)
+def taat_accumulate(p_indptr, p_docs, p_impacts, terms, weights, acc, touched):
+    """Term-at-a-time exhaustive scoring (Turtle & Flood 1995) into acc; returns the touched-doc count."""
+    n_touched = 0
+    for i in range(terms.size):
+        t = terms[i]
+        w = weights[i]
+        a = p_indptr[t]
+        b = p_indptr[t + 1]
+        if w > 0.0:
+            # Contributions are all > 0 so far: acc[d] == 0 exactly means "not touched yet".
+            for j in range(a, b):
+                d = p_docs[j]
+                if acc[d] == 0.0:
+                    touched[n_touched] = d
+                    n_touched += 1
+                acc[d] += w * np.float32(p_impacts[j])
+        else:
+            # Negative terms come last and only lower scores: a doc at <= 0 can never be returned,
+            # so only docs still above 0 are updated (every doc updated here is already touched).
+            for j in range(a, b):
+                d = p_docs[j]
+                if acc[d] > 0.0:
+                    acc[d] += w * np.float32(p_impacts[j])
+    return n_touched
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _worse(s_a, d_a, s_b, d_b):
+    """True when (s_a, d_a) ranks below (s_b, d_b): lower score, or equal score and higher doc number."""
+    return s_a < s_b or (s_a == s_b and d_a > d_b)
+
+
+@njit(cache=True, nogil=True)
+def _sift_down(hs, hd, i, size):
+    """Restore the heap property below slot i of a min-heap whose root is the worst entry."""
+    s = hs[i]
+    d = hd[i]
+    while True:
+        c = 2 * i + 1
+        if c >= size:
+            break
+        if c + 1 < size and _worse(hs[c + 1], hd[c + 1], hs[c], hd[c]):
+            c += 1
+        if not _worse(hs[c], hd[c], s, d):
+            break
+        hs[i] = hs[c]
+        hd[i] = hd[c]
+        i = c
+    hs[i] = s
+    hd[i] = d
+
+
+@njit(cache=True, nogil=True)
+def topk_and_reset(acc, touched, n_touched, k, out_rows, out_scores):
+    """Top-k of the touched docs with a fixed-size binary heap, best first; resets acc; returns the count."""
+    size = 0
+    if k <= 0:
+        for i in range(n_touched):
+            acc[touched[i]] = 0.0
+        return 0
+    for i in range(n_touched):
+        d = touched[i]
+        s = acc[d]
+        acc[d] = 0.0
+        if not s > 0.0:
+            continue
+        if size < k:
+            # Sift up.
+            j = size
+            size += 1
+            while j > 0:
+                p = (j - 1) >> 1
+                if not _worse(s, d, out_scores[p], out_rows[p]):
+                    break
+                out_scores[j] = out_scores[p]
+                out_rows[j] = out_rows[p]
+                j = p
+            out_scores[j] = s
+            out_rows[j] = d
+        elif _worse(out_scores[0], out_rows[0], s, d):
+            out_scores[0] = s
+            out_rows[0] = d
+            _sift_down(out_scores, out_rows, 0, size)
+    # Heap sort: move the worst to the back repeatedly, which leaves the best first.
+    end = size - 1
+    while end > 0:
+        s = out_scores[0]
+        d = out_rows[0]
+        out_scores[0] = out_scores[end]
+        out_rows[0] = out_rows[end]
+        out_scores[end] = s
+        out_rows[end] = d
+        _sift_down(out_scores, out_rows, 0, end)
+        end -= 1
+    return size
+
+
+@njit(cache=True, nogil=True)
+def search_query(p_indptr, p_docs, p_impacts, scale, q_terms, q_weights, k, acc, touched):
+    """Exact TAAT top-k for one query into a zeroed score buffer (left zeroed): (rows, scores), best first."""
+    terms, weights = prepare_query(q_terms, q_weights, p_indptr.size - 1, scale)
+    n_touched = taat_accumulate(p_indptr, p_docs, p_impacts, terms, weights, acc, touched)
+    kk = min(k, n_touched)
+    rows = np.empty(kk, np.int32)
+    scores = np.empty(kk, np.float32)
+    m = topk_and_reset(acc, touched, n_touched, kk, rows, scores)
+    return rows[:m].copy(), scores[:m].copy()
+
+
+@njit(cache=True, nogil=True)
+def search_range(p_indptr, p_docs, p_impacts, scale, q_indptr, q_terms, q_weights, lo, hi,
+                 acc, touched, out_rows, out_scores, counts):
+    """Exact TAAT top-k for queries lo..hi of a CSR batch, reusing one score buffer (reset per query)."""
+    vocab = p_indptr.size - 1
+    k = out_rows.shape[1]
+    for q in range(lo, hi):
+        a = q_indptr[q]
+        b = q_indptr[q + 1]
+        terms, weights = prepare_query(q_terms[a:b], q_weights[a:b], vocab, scale)
+        n_touched = taat_accumulate(p_indptr, p_docs, p_impacts, terms, weights, acc, touched)
+        counts[q] = topk_and_reset(acc, touched, n_touched, k, out_rows[q], out_scores[q])
+
