@@ -1,0 +1,6 @@
+"""Text encoders: SPLADE (sparse) models and the model-name resolver."""
+
+from lsr.encoders.resolve import KNOWN_MODELS, resolve_model
+from lsr.encoders.splade import SpladeEncoder
+
+__all__ = ["SpladeEncoder", "resolve_model", "KNOWN_MODELS"]
