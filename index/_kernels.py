@@ -22,7 +22,14 @@ from numba import njit
 @njit(cache=True, nogil=True)
 def build_postings(indptr, indices, values, vocab_size):
     """Doc-major CSR -> term-major postings (counting sort); sums duplicate terms, drops values <= 0."""
-    n_docs = indptr.size - 1
+    return build_postings_ordered(indptr, indices, values, vocab_size,
+                                  np.arange(indptr.size - 1).astype(np.int32))
+
+
+@njit(cache=True, nogil=True)
+def build_postings_ordered(indptr, indices, values, vocab_size, order):
+    """Like build_postings, but internal doc number i is input row ``order[i]`` (a permutation)."""
+    n_docs = order.size
     nnz = indices.size
     p_indptr = np.zeros(vocab_size + 1, np.int64)
     for j in range(nnz):
@@ -33,7 +40,8 @@ def build_postings(indptr, indices, values, vocab_size):
     docs = np.empty(nnz, np.int32)
     vals = np.empty(nnz, np.float32)
     for d in range(n_docs):
-        for j in range(indptr[d], indptr[d + 1]):
+        r = order[d]
+        for j in range(indptr[r], indptr[r + 1]):
             t = indices[j]
             p = fill[t]
             docs[p] = d
@@ -177,6 +185,44 @@ def _sift_down(hs, hd, i, size):
 
 
 @njit(cache=True, nogil=True)
+def heap_push(hs, hd, size, k, s, d):
+    """Offer (s, d) to a size-bounded top-k min-heap (root = worst entry); returns the new size."""
+    if size < k:
+        # Sift up.
+        j = size
+        while j > 0:
+            p = (j - 1) >> 1
+            if not _worse(s, d, hs[p], hd[p]):
+                break
+            hs[j] = hs[p]
+            hd[j] = hd[p]
+            j = p
+        hs[j] = s
+        hd[j] = d
+        return size + 1
+    if _worse(hs[0], hd[0], s, d):
+        hs[0] = s
+        hd[0] = d
+        _sift_down(hs, hd, 0, size)
+    return size
+
+
+@njit(cache=True, nogil=True)
+def heap_sort(hs, hd, size):
+    """Sort a top-k min-heap in place, best first (moves the worst to the back repeatedly)."""
+    end = size - 1
+    while end > 0:
+        s = hs[0]
+        d = hd[0]
+        hs[0] = hs[end]
+        hd[0] = hd[end]
+        hs[end] = s
+        hd[end] = d
+        _sift_down(hs, hd, 0, end)
+        end -= 1
+
+
+@njit(cache=True, nogil=True)
 def topk_and_reset(acc, touched, n_touched, k, out_rows, out_scores):
     """Top-k of the touched docs with a fixed-size binary heap, best first; resets acc; returns the count."""
     size = 0
@@ -188,36 +234,9 @@ def topk_and_reset(acc, touched, n_touched, k, out_rows, out_scores):
         d = touched[i]
         s = acc[d]
         acc[d] = 0.0
-        if not s > 0.0:
-            continue
-        if size < k:
-            # Sift up.
-            j = size
-            size += 1
-            while j > 0:
-                p = (j - 1) >> 1
-                if not _worse(s, d, out_scores[p], out_rows[p]):
-                    break
-                out_scores[j] = out_scores[p]
-                out_rows[j] = out_rows[p]
-                j = p
-            out_scores[j] = s
-            out_rows[j] = d
-        elif _worse(out_scores[0], out_rows[0], s, d):
-            out_scores[0] = s
-            out_rows[0] = d
-            _sift_down(out_scores, out_rows, 0, size)
-    # Heap sort: move the worst to the back repeatedly, which leaves the best first.
-    end = size - 1
-    while end > 0:
-        s = out_scores[0]
-        d = out_rows[0]
-        out_scores[0] = out_scores[end]
-        out_rows[0] = out_rows[end]
-        out_scores[end] = s
-        out_rows[end] = d
-        _sift_down(out_scores, out_rows, 0, end)
-        end -= 1
+        if s > 0.0:
+            size = heap_push(out_scores, out_rows, size, k, s, d)
+    heap_sort(out_scores, out_rows, size)
     return size
 
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from lsr.errors import LsrError
+from lsr.searcher import DEFAULT_SPEED, SPEEDS
 
 DEFAULT_DEMO_DIR = Path.home() / ".cache" / "lsr-engine" / "demo-index"
 
@@ -46,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("query")
     se.add_argument("-k", type=_positive, default=10)
     se.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    se.add_argument("--speed", choices=list(SPEEDS), default=DEFAULT_SPEED,
+                    help="exact | safe (same results as exact, faster; default) | fast | fastest")
     se.add_argument("--model", default=None, help="encoder override (default: the index's)")
 
     sv = sub.add_parser("serve", help="serve an index over HTTP")
@@ -79,7 +82,7 @@ def _cmd_search(a) -> int:
 
     searcher = Searcher.load(a.index, model=a.model)
     t0 = time.perf_counter()
-    hits = searcher.search(a.query, a.k)
+    hits = searcher.search(a.query, a.k, speed=a.speed)
     took = (time.perf_counter() - t0) * 1000
     if a.json:
         print(json.dumps({"query": a.query, "took_ms": round(took, 3), "hits": [h.to_dict() for h in hits]},

@@ -9,6 +9,24 @@ from typing import Mapping
 from lsr.errors import IndexFormatError
 from lsr.types import Hit, SparseBatch
 
+#: Query-processing presets: name -> keywords of ``SparseIndex.search``. "safe" returns exactly what
+#: "exact" returns, faster (block-max pruning); "fast" and "fastest" trade a little recall for speed.
+SPEEDS: dict[str, dict] = {
+    "exact": {"algorithm": "exact"},
+    "safe": {"algorithm": "bmp", "alpha": 1.0, "beta": 1.0},
+    "fast": {"algorithm": "bmp", "alpha": 0.8, "beta": 0.6},
+    "fastest": {"algorithm": "bmp", "alpha": 0.7, "beta": 0.4},
+}
+DEFAULT_SPEED = "safe"
+
+
+def speed_params(speed: str) -> dict:
+    """The ``SparseIndex.search`` keywords of a speed preset (``exact``, ``safe``, ``fast``, ``fastest``)."""
+    try:
+        return dict(SPEEDS[speed])
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown speed {speed!r}: use one of {', '.join(SPEEDS)}") from None
+
 
 class Searcher:
     """Search an index folder built by ``lsr index``.
@@ -69,32 +87,36 @@ class Searcher:
         """Encode query texts with the index's encoder."""
         return self._require_encoder().encode_queries(queries)
 
-    def search(self, query: str, k: int = 10, *, with_text: bool = True) -> list[Hit]:
-        """Top ``k`` hits for one query text, best first."""
+    def search(self, query: str, k: int = 10, *, speed: str = DEFAULT_SPEED, with_text: bool = True
+               ) -> list[Hit]:
+        """Top ``k`` hits for one query text, best first (``speed``: a key of :data:`SPEEDS`)."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
         if not query.strip():
             raise ValueError("query is empty")
         self._check_k(k)
-        return self.search_vector(self.encode([query]), k, with_text=with_text)
+        speed_params(speed)
+        return self.search_vector(self.encode([query]), k, speed=speed, with_text=with_text)
 
-    def search_vector(self, query: SparseBatch, k: int = 10, *, with_text: bool = True) -> list[Hit]:
+    def search_vector(self, query: SparseBatch, k: int = 10, *, speed: str = DEFAULT_SPEED,
+                      with_text: bool = True) -> list[Hit]:
         """Top ``k`` hits for an already encoded one-row query."""
-        ids, scores = self.index.search(query, k=self._check_k(k))
+        ids, scores = self.index.search(query, k=self._check_k(k), **speed_params(speed))
         return self._hits(ids, scores, with_text)
 
-    def batch_search(self, queries: Mapping[str, str], k: int = 1000, *, batch_size: int = 64,
-                     threads: int | None = None) -> dict[str, dict[str, float]]:
+    def batch_search(self, queries: Mapping[str, str], k: int = 1000, *, speed: str = DEFAULT_SPEED,
+                     batch_size: int = 64, threads: int | None = None) -> dict[str, dict[str, float]]:
         """Run many queries: ``{qid: text}`` → ``{qid: {doc_id: score}}`` (ranx, ir-measures, pytrec_eval)."""
         if not isinstance(queries, Mapping):
             raise TypeError("queries must be a mapping {query_id: text}")
         self._check_k(k)
+        params = speed_params(speed)
         qids = list(queries)
         if not qids:
             return {}
         vectors = self._require_encoder().encode_queries([str(queries[q]) for q in qids],
                                                          batch_size=batch_size)
-        results = self.index.batch_search(vectors, k=k, threads=threads)
+        results = self.index.batch_search(vectors, k=k, threads=threads, **params)
         return {qid: dict(zip(ids.tolist(), scores.tolist())) for qid, (ids, scores) in zip(qids, results)}
 
     def _hits(self, ids, scores, with_text: bool) -> list[Hit]:

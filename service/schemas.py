@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, field_validator
+
+#: the speed presets of lsr.searcher.SPEEDS
+Speed = Literal["exact", "safe", "fast", "fastest"]
 
 
 class SearchRequest(BaseModel):
@@ -10,6 +15,9 @@ class SearchRequest(BaseModel):
 
     query: str = Field(description="the query text", examples=["how do vaccines work"])
     k: int = Field(default=10, ge=1, le=1000, description="number of hits (1..1000)")
+    speed: Speed = Field(default="safe", description=(
+        "exact: exhaustive scoring; safe: block-max pruning, same results as exact; "
+        "fast / fastest: approximate, a little recall traded for speed"))
 
     @field_validator("query")
     @classmethod
@@ -29,6 +37,7 @@ class HitOut(BaseModel):
 
 class SearchResponse(BaseModel):
     query: str
+    speed: Speed
     took_ms: float
     hits: list[HitOut]
 
