@@ -40,7 +40,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from lsr.index._kernels import heap_push, heap_sort, prepare_query, taat_accumulate, topk_and_reset
+from lsr.index._kernels import exact_topk, heap_push, heap_sort, prepare_query
 
 _U = 2.0**-24  # float32 unit roundoff
 _LINE = 64  # bytes per cache line
@@ -306,8 +306,8 @@ def bmp_query(ix, terms, weights, k, alpha, beta, qtable, fine, sb_ub, pq_u, pq_
 
 
 @njit(cache=True, nogil=True)
-def _dispatch(ix, px, terms, weights, k, alpha, beta, taat_density, taat_max, qtable, fine, sb_ub, pq_u, pq_i,
-              acc, touched, out_rows, out_scores):
+def _dispatch(ix, px, terms, weights, k, alpha, beta, taat_density, taat_max, dense_ratio, qtable, fine, sb_ub,
+              pq_u, pq_i, acc, touched, out_rows, out_scores):
     """Top-k of one prepared query: block-max pruning, or exact TAAT where block bounds cannot prune."""
     p_indptr, p_docs, p_impacts = px
     postings = 0
@@ -316,33 +316,33 @@ def _dispatch(ix, px, terms, weights, k, alpha, beta, taat_density, taat_max, qt
     # When documents match many query terms on average, every block's bound is loose and BMP would
     # scan much of the forward index: a small enough exact TAAT is cheaper (and returns the same).
     if postings <= taat_max and postings >= taat_density * ix[13]:
-        n_touched = taat_accumulate(p_indptr, p_docs, p_impacts, terms, weights, acc, touched)
-        return topk_and_reset(acc, touched, n_touched, k, out_rows, out_scores)
+        return exact_topk(p_indptr, p_docs, p_impacts, terms, weights, k, dense_ratio, acc, touched, out_rows,
+                          out_scores)
     return bmp_query(ix, terms, weights, k, alpha, beta, qtable, fine, sb_ub, pq_u, pq_i, out_rows,
                      out_scores)
 
 
 @njit(cache=True, nogil=True)
-def bmp_search_query(ix, px, scale, q_terms, q_weights, k, alpha, beta, taat_density, taat_max, qtable, fine,
-                     sb_ub, pq_u, pq_i, acc, touched):
+def bmp_search_query(ix, px, scale, q_terms, q_weights, k, alpha, beta, taat_density, taat_max, dense_ratio,
+                     qtable, fine, sb_ub, pq_u, pq_i, acc, touched):
     """Block-max pruning top-k for one raw query (Mallia et al., SIGIR 2024): (rows, scores), best first."""
     terms, weights = prepare_query(q_terms, q_weights, qtable.size, scale)
     kk = min(k, ix[13])
     rows = np.empty(kk, np.int32)
     scores = np.empty(kk, np.float32)
-    m = _dispatch(ix, px, terms, weights, kk, alpha, beta, taat_density, taat_max, qtable, fine, sb_ub, pq_u,
-                  pq_i, acc, touched, rows, scores)
+    m = _dispatch(ix, px, terms, weights, kk, alpha, beta, taat_density, taat_max, dense_ratio, qtable, fine,
+                  sb_ub, pq_u, pq_i, acc, touched, rows, scores)
     return rows[:m].copy(), scores[:m].copy()
 
 
 @njit(cache=True, nogil=True)
 def bmp_search_range(ix, px, scale, q_indptr, q_terms, q_weights, lo, hi, alpha, beta, taat_density, taat_max,
-                     qtable, fine, sb_ub, pq_u, pq_i, acc, touched, out_rows, out_scores, counts):
+                     dense_ratio, qtable, fine, sb_ub, pq_u, pq_i, acc, touched, out_rows, out_scores, counts):
     """Block-max pruning top-k (Mallia et al., SIGIR 2024) for queries lo..hi of a CSR batch."""
     k = out_rows.shape[1]
     for q in range(lo, hi):
         a = q_indptr[q]
         b = q_indptr[q + 1]
         terms, weights = prepare_query(q_terms[a:b], q_weights[a:b], qtable.size, scale)
-        counts[q] = _dispatch(ix, px, terms, weights, k, alpha, beta, taat_density, taat_max, qtable, fine,
-                              sb_ub, pq_u, pq_i, acc, touched, out_rows[q], out_scores[q])
+        counts[q] = _dispatch(ix, px, terms, weights, k, alpha, beta, taat_density, taat_max, dense_ratio,
+                              qtable, fine, sb_ub, pq_u, pq_i, acc, touched, out_rows[q], out_scores[q])

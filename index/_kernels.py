@@ -241,19 +241,81 @@ def topk_and_reset(acc, touched, n_touched, k, out_rows, out_scores):
 
 
 @njit(cache=True, nogil=True)
-def search_query(p_indptr, p_docs, p_impacts, scale, q_terms, q_weights, k, acc, touched):
+def taat_accumulate_dense(p_indptr, p_docs, p_impacts, terms, weights, acc):
+    """Term-at-a-time exhaustive scoring (Turtle & Flood 1995) into acc, without tracking touched docs."""
+    for i in range(terms.size):
+        t = terms[i]
+        w = weights[i]
+        a = p_indptr[t]
+        b = p_indptr[t + 1]
+        if w > 0.0:
+            for j in range(a, b):
+                acc[p_docs[j]] += w * np.float32(p_impacts[j])
+        else:
+            # As taat_accumulate: negative terms (last) only update docs still above 0.
+            for j in range(a, b):
+                d = p_docs[j]
+                if acc[d] > 0.0:
+                    acc[d] += w * np.float32(p_impacts[j])
+
+
+@njit(cache=True, nogil=True)
+def topk_dense_and_reset(acc, k, out_rows, out_scores):
+    """Top-k of a whole score buffer (ascending docs: a tie never displaces), best first; zeroes acc."""
+    size = 0
+    n = acc.size
+    d = 0
+    while d < n and size < k:
+        s = acc[d]
+        if s > 0.0:
+            size = heap_push(out_scores, out_rows, size, k, s, np.int32(d))
+        d += 1
+    if size == k:
+        theta = out_scores[0]
+        while d < n:
+            s = acc[d]
+            if s > theta:
+                out_scores[0] = s
+                out_rows[0] = d
+                _sift_down(out_scores, out_rows, 0, size)
+                theta = out_scores[0]
+            d += 1
+    heap_sort(out_scores, out_rows, size)
+    acc[:] = 0.0
+    return size
+
+
+@njit(cache=True, nogil=True)
+def exact_topk(p_indptr, p_docs, p_impacts, terms, weights, k, dense_ratio, acc, touched, out_rows, out_scores):
+    """Exact TAAT top-k (Turtle & Flood 1995) of one prepared query; returns the count, acc left zeroed.
+
+    When the query's postings number at least dense_ratio x the documents, the score buffer is filled
+    without tracking touched documents and scanned whole (branch-free accumulation); otherwise only the
+    touched documents are visited. Both give the same float32 sums in the same order, hence the same top-k.
+    """
+    postings = 0
+    for t in terms:
+        postings += p_indptr[t + 1] - p_indptr[t]
+    if postings >= dense_ratio * acc.size:
+        taat_accumulate_dense(p_indptr, p_docs, p_impacts, terms, weights, acc)
+        return topk_dense_and_reset(acc, k, out_rows, out_scores)
+    n_touched = taat_accumulate(p_indptr, p_docs, p_impacts, terms, weights, acc, touched)
+    return topk_and_reset(acc, touched, n_touched, k, out_rows, out_scores)
+
+
+@njit(cache=True, nogil=True)
+def search_query(p_indptr, p_docs, p_impacts, scale, q_terms, q_weights, k, dense_ratio, acc, touched):
     """Exact TAAT top-k for one query into a zeroed score buffer (left zeroed): (rows, scores), best first."""
     terms, weights = prepare_query(q_terms, q_weights, p_indptr.size - 1, scale)
-    n_touched = taat_accumulate(p_indptr, p_docs, p_impacts, terms, weights, acc, touched)
-    kk = min(k, n_touched)
+    kk = min(k, acc.size)
     rows = np.empty(kk, np.int32)
     scores = np.empty(kk, np.float32)
-    m = topk_and_reset(acc, touched, n_touched, kk, rows, scores)
+    m = exact_topk(p_indptr, p_docs, p_impacts, terms, weights, kk, dense_ratio, acc, touched, rows, scores)
     return rows[:m].copy(), scores[:m].copy()
 
 
 @njit(cache=True, nogil=True)
-def search_range(p_indptr, p_docs, p_impacts, scale, q_indptr, q_terms, q_weights, lo, hi,
+def search_range(p_indptr, p_docs, p_impacts, scale, q_indptr, q_terms, q_weights, lo, hi, dense_ratio,
                  acc, touched, out_rows, out_scores, counts):
     """Exact TAAT top-k for queries lo..hi of a CSR batch, reusing one score buffer (reset per query)."""
     vocab = p_indptr.size - 1
@@ -262,6 +324,5 @@ def search_range(p_indptr, p_docs, p_impacts, scale, q_indptr, q_terms, q_weight
         a = q_indptr[q]
         b = q_indptr[q + 1]
         terms, weights = prepare_query(q_terms[a:b], q_weights[a:b], vocab, scale)
-        n_touched = taat_accumulate(p_indptr, p_docs, p_impacts, terms, weights, acc, touched)
-        counts[q] = topk_and_reset(acc, touched, n_touched, k, out_rows[q], out_scores[q])
-
+        counts[q] = exact_topk(p_indptr, p_docs, p_impacts, terms, weights, k, dense_ratio, acc, touched,
+                               out_rows[q], out_scores[q])

@@ -80,6 +80,9 @@ KMEANS_ITERS = 4
 # least TAAT_DENSITY per document (block bounds then prune little) and at most TAAT_MAX_POSTINGS (cheap).
 TAAT_DENSITY = 6.0
 TAAT_MAX_POSTINGS = 1 << 18
+# Exact TAAT fills the whole score buffer and scans it (no touched-list) when a query's postings number at
+# least DENSE_TAAT x the documents.
+DENSE_TAAT = 0.25
 
 
 class _BufferPool:
@@ -504,13 +507,13 @@ class SparseIndex:
         if algorithm == "exact":
             buffers = self._buffers.take()
             rows, scores = K.search_query(self._indptr, self._docs, self._impacts, self._scale, query.indices,
-                                          query.values, k, *buffers)
+                                          query.values, k, DENSE_TAAT, *buffers)
             self._buffers.give(buffers)  # only on success: the kernel has zeroed it again
         else:
             buffers = self._bmp_buffers.take()
             rows, scores = B.bmp_search_query(self._bmp, self._postings, self._scale, query.indices,
                                               query.values, k, alpha, beta, TAAT_DENSITY, TAAT_MAX_POSTINGS,
-                                              *buffers)
+                                              DENSE_TAAT, *buffers)
             self._bmp_buffers.give(buffers)
         return rows, scores
 
@@ -552,12 +555,12 @@ class SparseIndex:
                 hi = min(lo + chunk, nq)
                 if algorithm == "exact":
                     K.search_range(self._indptr, self._docs, self._impacts, self._scale, queries.indptr,
-                                   queries.indices, queries.values, lo, hi, *buffers, out_rows, out_scores,
-                                   counts)
+                                   queries.indices, queries.values, lo, hi, DENSE_TAAT, *buffers, out_rows,
+                                   out_scores, counts)
                 else:
                     B.bmp_search_range(self._bmp, self._postings, self._scale, queries.indptr,
                                        queries.indices, queries.values, lo, hi, alpha, beta, TAAT_DENSITY,
-                                       TAAT_MAX_POSTINGS, *buffers, out_rows, out_scores, counts)
+                                       TAAT_MAX_POSTINGS, DENSE_TAAT, *buffers, out_rows, out_scores, counts)
             pool.give(buffers)
 
         if workers == 1:

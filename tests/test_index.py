@@ -112,8 +112,16 @@ def small_index(tmp_path):
 # ----------------------------------------------------------------------------- exact search
 
 
+@pytest.fixture(params=["touched-list", "dense-scan"])
+def taat_path(request, monkeypatch):
+    """Run a test through both exact TAAT paths: a touched-documents list, or a whole-buffer scan."""
+    monkeypatch.setattr("lsr.index.sparse.DENSE_TAAT", float("inf") if request.param == "touched-list" else 0.0)
+    return request.param
+
+
 @pytest.mark.parametrize("quantization", ["uint8", "float32"])
 @pytest.mark.parametrize("seed", range(8))
+@pytest.mark.usefixtures("taat_path")
 def test_integer_weights_match_oracle_exactly(tmp_path, quantization, seed):
     rng = np.random.default_rng(seed)
     docs = random_docs(rng, 150, 60, 8, integer=True)
@@ -133,6 +141,7 @@ def test_integer_weights_match_oracle_exactly(tmp_path, quantization, seed):
 
 @pytest.mark.parametrize("quantization", ["uint8", "float32"])
 @pytest.mark.parametrize("seed", range(8))
+@pytest.mark.usefixtures("taat_path")
 def test_float_weights_match_oracle(tmp_path, quantization, seed):
     rng = np.random.default_rng(100 + seed)
     docs = random_docs(rng, 200, 80, 10)
@@ -148,6 +157,7 @@ def test_float_weights_match_oracle(tmp_path, quantization, seed):
                 assert_close_topk(rows, scores, oracle, k)
 
 
+@pytest.mark.usefixtures("taat_path")
 def test_ties_are_broken_by_lower_row(tmp_path):
     rng = np.random.default_rng(3)
     # {7: 255} makes the uint8 scale 1.0, so the mixed-composition ties below are exact in float32 too
@@ -215,6 +225,7 @@ def test_duplicate_query_terms_are_summed(small_index):
 
 
 @pytest.mark.parametrize("seed", range(4))
+@pytest.mark.usefixtures("taat_path")
 def test_negative_query_weights_match_oracle(tmp_path, seed):
     rng = np.random.default_rng(200 + seed)
     docs = random_docs(rng, 120, 30, 8, integer=True)
@@ -248,6 +259,7 @@ def test_quantize_uint8_kernel():
 
 
 @pytest.mark.parametrize("quantization", ["uint8", "float32"])
+@pytest.mark.usefixtures("taat_path")
 def test_batch_search_equals_single_search(tmp_path, quantization):
     rng = np.random.default_rng(11)
     docs = random_docs(rng, 300, 70, 10)
