@@ -306,8 +306,8 @@ def bmp_query(ix, terms, weights, k, alpha, beta, qtable, fine, sb_ub, pq_u, pq_
 
 
 @njit(cache=True, nogil=True)
-def _dispatch(ix, px, terms, weights, k, alpha, beta, taat_density, taat_max, dense_ratio, qtable, fine, sb_ub,
-              pq_u, pq_i, acc, touched, out_rows, out_scores):
+def _dispatch(ix, px, terms, weights, k, alpha, beta, taat_density, taat_max, dense_ratio, qtable, fine,
+              sb_ub, pq_u, pq_i, acc, touched, out_rows, out_scores):
     """Top-k of one prepared query: block-max pruning, or exact TAAT where block bounds cannot prune."""
     p_indptr, p_docs, p_impacts = px
     postings = 0
@@ -337,7 +337,8 @@ def bmp_search_query(ix, px, scale, q_terms, q_weights, k, alpha, beta, taat_den
 
 @njit(cache=True, nogil=True)
 def bmp_search_range(ix, px, scale, q_indptr, q_terms, q_weights, lo, hi, alpha, beta, taat_density, taat_max,
-                     dense_ratio, qtable, fine, sb_ub, pq_u, pq_i, acc, touched, out_rows, out_scores, counts):
+                     dense_ratio, qtable, fine, sb_ub, pq_u, pq_i, acc, touched, out_rows, out_scores,
+                     counts):
     """Block-max pruning top-k (Mallia et al., SIGIR 2024) for queries lo..hi of a CSR batch."""
     k = out_rows.shape[1]
     for q in range(lo, hi):

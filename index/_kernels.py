@@ -286,7 +286,8 @@ def topk_dense_and_reset(acc, k, out_rows, out_scores):
 
 
 @njit(cache=True, nogil=True)
-def exact_topk(p_indptr, p_docs, p_impacts, terms, weights, k, dense_ratio, acc, touched, out_rows, out_scores):
+def exact_topk(p_indptr, p_docs, p_impacts, terms, weights, k, dense_ratio, acc, touched, out_rows,
+               out_scores):
     """Exact TAAT top-k (Turtle & Flood 1995) of one prepared query; returns the count, acc left zeroed.
 
     When the query's postings number at least dense_ratio x the documents, the score buffer is filled

@@ -78,7 +78,7 @@ CLUSTER_DOCS = 256  # reordering: documents per cluster (n_docs / this clusters)
 KMEANS_ITERS = 4
 # algorithm="bmp" answers a query by exact TAAT instead (same results) when its terms' postings number at
 # least TAAT_DENSITY per document (block bounds then prune little) and at most TAAT_MAX_POSTINGS (cheap).
-TAAT_DENSITY = 6.0
+TAAT_DENSITY = 4.0
 TAAT_MAX_POSTINGS = 1 << 18
 # Exact TAAT fills the whole score buffer and scans it (no touched-list) when a query's postings number at
 # least DENSE_TAAT x the documents.

@@ -115,7 +115,8 @@ def small_index(tmp_path):
 @pytest.fixture(params=["touched-list", "dense-scan"])
 def taat_path(request, monkeypatch):
     """Run a test through both exact TAAT paths: a touched-documents list, or a whole-buffer scan."""
-    monkeypatch.setattr("lsr.index.sparse.DENSE_TAAT", float("inf") if request.param == "touched-list" else 0.0)
+    ratio = float("inf") if request.param == "touched-list" else 0.0
+    monkeypatch.setattr("lsr.index.sparse.DENSE_TAAT", ratio)
     return request.param
 
 
