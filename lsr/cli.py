@@ -25,6 +25,15 @@ def _positive(text: str) -> int:
     return v
 
 
+def _block_size(text: str) -> int:
+    from lsr.index.sparse import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE
+
+    v = _positive(text)
+    if not MIN_BLOCK_SIZE <= v <= MAX_BLOCK_SIZE:
+        raise argparse.ArgumentTypeError(f"must be between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE}, got {v}")
+    return v
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lsr", description="Learned sparse retrieval: index, search, serve.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -37,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     ix.add_argument("--max-length", type=_positive, default=256)
     ix.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     ix.add_argument("--quantization", choices=["uint8", "float32"], default="uint8")
+    ix.add_argument("--block-size", type=_block_size, default=8,
+                    help="documents per block of the block-max index (8..256, default 8)")
+    ix.add_argument("--no-reorder", action="store_true",
+                    help="keep the corpus order (default: cluster similar documents into the same blocks)")
     ix.add_argument("--skip-bad", action="store_true", help="skip bad corpus lines instead of stopping")
     ix.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
     ix.add_argument("--limit", type=_positive, default=None, help="index only the first N documents")
@@ -71,7 +84,8 @@ def _cmd_index(a) -> int:
 
     summary = index_corpus(a.corpus, a.out, model=a.model, batch_size=a.batch_size,
                            max_length=a.max_length, device=a.device, quantization=a.quantization,
-                           skip_bad=a.skip_bad, overwrite=a.overwrite, limit=a.limit,
+                           block_size=a.block_size, reorder=not a.no_reorder, skip_bad=a.skip_bad,
+                           overwrite=a.overwrite, limit=a.limit,
                            show_progress=not a.no_progress)
     print(summary.line())
     return 0

@@ -64,7 +64,8 @@ def _folder_size(path: Path) -> int:
 
 def index_corpus(corpus: str | Path, out: str | Path, *, model: str = "splade-tiny", encoder=None,
                  batch_size: int = 32, max_length: int = 256, device: str = "auto",
-                 quantization: str = "uint8", skip_bad: bool = False, overwrite: bool = False,
+                 quantization: str = "uint8", block_size: int = 8, reorder: bool = True,
+                 skip_bad: bool = False, overwrite: bool = False,
                  limit: int | None = None, show_progress: bool = True,
                  corpus_name: str | None = None) -> IndexSummary:
     """Index a BEIR folder or JSONL file into the folder ``out`` (written to a temp folder, then renamed).
@@ -74,6 +75,7 @@ def index_corpus(corpus: str | Path, out: str | Path, *, model: str = "splade-ti
         >>> index_corpus("data.jsonl", "my-index").documents   # doctest: +SKIP
     """
     from lsr.index import DocStore, SparseIndex
+    from lsr.index.sparse import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE
     from lsr.index.storage import atomic_folder
 
     t0 = time.perf_counter()
@@ -82,6 +84,9 @@ def index_corpus(corpus: str | Path, out: str | Path, *, model: str = "splade-ti
         raise FileExistsError(f"{out} already exists (use --overwrite to replace it)")
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    if not isinstance(block_size, int) or not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE:
+        raise ValueError(f"block_size must be an integer between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE}, "
+                         f"got {block_size!r}")
     corpus_data = read_corpus(corpus, skip_bad=skip_bad, limit=limit)
     if encoder is None:
         from lsr.encoders import SpladeEncoder
@@ -97,6 +102,7 @@ def index_corpus(corpus: str | Path, out: str | Path, *, model: str = "splade-ti
     with atomic_folder(out, overwrite=overwrite) as tmp:
         DocStore.write(Path(tmp) / "docs.sqlite", ((r.id, r.title, r.text) for r in records))
         manifest = SparseIndex.write_into(tmp, vectors, [r.id for r in records],
-                                          quantization=quantization, metadata=metadata)
+                                          quantization=quantization, block_size=block_size,
+                                          reorder=reorder, metadata=metadata)
     return IndexSummary(out, len(records), int(manifest["nnz"]), _folder_size(out),
                         time.perf_counter() - t0, corpus_data.skipped)
