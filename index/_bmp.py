@@ -244,7 +244,7 @@ def bmp_query(ix, terms, weights, k, alpha, beta, qtable, fine, sb_ub, pq_u, pq_
             li += 1
         if li < levels.size:
             for i in range(n_pos):
-                v = np.float64(weights[i] * kth[terms[i], li])
+                v = np.float64(weights[i] * np.float32(kth[terms[i], li]))
                 if v > theta0:
                     theta0 = v
     c = 0

@@ -245,14 +245,14 @@ def term_kth(p_indptr, p_impacts, levels):
     """Per term, the levels[i]-th largest impact (0 where df is smaller): threshold seeds (BMP paper)."""
     vocab = p_indptr.size - 1
     depth = levels.max()
-    kth = np.zeros((vocab, levels.size), np.float32)
+    kth = np.zeros((vocab, levels.size), p_impacts.dtype)
     for t in range(vocab):
         a = p_indptr[t]
         b = p_indptr[t + 1]
         df = b - a
         if df < levels[0]:
             continue
-        vals = p_impacts[a:b].astype(np.float32)
+        vals = p_impacts[a:b].copy()
         top = min(df, depth)
         if top < df:
             vals = np.partition(vals, df - top)[df - top:]

@@ -10,12 +10,14 @@ from lsr.errors import IndexFormatError
 from lsr.types import Hit, SparseBatch
 
 #: Query-processing presets: name -> keywords of ``SparseIndex.search``. "safe" returns exactly what
-#: "exact" returns, faster (block-max pruning); "fast" and "fastest" trade a little recall for speed.
+#: "exact" returns, faster (block-max pruning); "fast" and "fastest" bound blocks with only the heaviest
+#: 80% / 60% of the query terms (query term pruning), trading a little recall for speed (measured in
+#: docs/benchmarks.md).
 SPEEDS: dict[str, dict] = {
     "exact": {"algorithm": "exact"},
     "safe": {"algorithm": "bmp", "alpha": 1.0, "beta": 1.0},
-    "fast": {"algorithm": "bmp", "alpha": 0.8, "beta": 0.6},
-    "fastest": {"algorithm": "bmp", "alpha": 0.7, "beta": 0.4},
+    "fast": {"algorithm": "bmp", "alpha": 1.0, "beta": 0.8},
+    "fastest": {"algorithm": "bmp", "alpha": 1.0, "beta": 0.6},
 }
 DEFAULT_SPEED = "safe"
 

@@ -92,6 +92,23 @@ def test_safe_equals_exact_random(tmp_path, quantization, seed):
     check_safe_equals_exact(index, queries_for(rng, 120, 40, integer=integer), (1, 3, 10, 57, 1000))
 
 
+def test_32_bit_document_numbers(tmp_path, monkeypatch):
+    """Collections over 65,536 documents store postings' document numbers as int32: same results."""
+    rng = np.random.default_rng(77)
+    docs = with_duplicates(rng, random_docs(rng, 500, 90, 10, integer=True), 40)
+    small = SparseIndex.build(docs, make_ids(len(docs)), tmp_path / "u16")
+    monkeypatch.setattr("lsr.index.sparse.U16_DOCS", 100)
+    big = SparseIndex.build(docs, make_ids(len(docs)), tmp_path / "i32")
+    assert np.load(tmp_path / "u16/sparse/postings.docs.npy").dtype == np.uint16
+    assert np.load(tmp_path / "i32/sparse/postings.docs.npy").dtype == np.int32
+    queries = queries_for(rng, 90, 25, integer=True)
+    check_safe_equals_exact(big, queries, (1, 10, 1000))
+    for q in queries:
+        for algorithm in ("exact", "bmp"):
+            assert_same(big.search_rows(q, 10, algorithm=algorithm),
+                        small.search_rows(q, 10, algorithm=algorithm))
+
+
 def test_safe_equals_exact_ties_everywhere(tmp_path):
     # Few distinct documents, integer weights: long runs of equal scores, cut anywhere by k.
     rng = np.random.default_rng(5)
