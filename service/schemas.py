@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 #: the speed presets of lsr.searcher.SPEEDS
 Speed = Literal["exact", "safe", "fast", "fastest"]
+#: the search modes of lsr.hybrid.MODES
+Mode = Literal["hybrid", "sparse", "dense", "bm25"]
 
 
 class SearchRequest(BaseModel):
@@ -18,6 +20,11 @@ class SearchRequest(BaseModel):
     speed: Speed = Field(default="safe", description=(
         "exact: exhaustive scoring; safe: block-max pruning, same results as exact; "
         "fast / fastest: approximate, a little recall traded for speed"))
+    mode: Mode | None = Field(default=None, description=(
+        "hybrid (default when the index has several retrievers), sparse (SPLADE), dense, bm25"))
+    fusion: dict[str, Any] | None = Field(default=None, description=(
+        'hybrid fusion, e.g. {"method": "rrf"} or {"method": "convex", "weights": {"sparse": 0.6, '
+        '"dense": 0.4}, "normalization": "minmax"}; default: the index\'s (tuned) fusion'))
 
     @field_validator("query")
     @classmethod
@@ -38,6 +45,8 @@ class HitOut(BaseModel):
 class SearchResponse(BaseModel):
     query: str
     speed: Speed
+    mode: Mode
+    fusion: dict[str, Any] | None = None
     took_ms: float
     hits: list[HitOut]
 

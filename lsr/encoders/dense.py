@@ -68,6 +68,8 @@ class DenseEncoder:
         name = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else name_or_path
         path = resolve_model(name_or_path)
         verbosity = hf_logging.get_verbosity()
+        bar_was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
@@ -82,6 +84,8 @@ class DenseEncoder:
                 f"pass a folder with config.json and the weights, or use {_install_hint()}") from None
         finally:
             hf_logging.set_verbosity(verbosity)
+            if bar_was_on:
+                hf_logging.enable_progress_bar()
         positions = getattr(model.config, "max_position_embeddings", None)
         if isinstance(positions, int) and positions > 0:
             max_length = min(max_length, positions)
