@@ -22,7 +22,14 @@ from numba import njit
 @njit(cache=True, nogil=True)
 def build_postings(indptr, indices, values, vocab_size):
     """Doc-major CSR -> term-major postings (counting sort); sums duplicate terms, drops values <= 0."""
-    n_docs = indptr.size - 1
+    return build_postings_ordered(indptr, indices, values, vocab_size,
+                                  np.arange(indptr.size - 1).astype(np.int32))
+
+
+@njit(cache=True, nogil=True)
+def build_postings_ordered(indptr, indices, values, vocab_size, order):
+    """Like build_postings, but internal doc number i is input row ``order[i]`` (a permutation)."""
+    n_docs = order.size
     nnz = indices.size
     p_indptr = np.zeros(vocab_size + 1, np.int64)
     for j in range(nnz):
@@ -33,7 +40,8 @@ def build_postings(indptr, indices, values, vocab_size):
     docs = np.empty(nnz, np.int32)
     vals = np.empty(nnz, np.float32)
     for d in range(n_docs):
-        for j in range(indptr[d], indptr[d + 1]):
+        r = order[d]
+        for j in range(indptr[r], indptr[r + 1]):
             t = indices[j]
             p = fill[t]
             docs[p] = d
@@ -177,6 +185,44 @@ def _sift_down(hs, hd, i, size):
 
 
 @njit(cache=True, nogil=True)
+def heap_push(hs, hd, size, k, s, d):
+    """Offer (s, d) to a size-bounded top-k min-heap (root = worst entry); returns the new size."""
+    if size < k:
+        # Sift up.
+        j = size
+        while j > 0:
+            p = (j - 1) >> 1
+            if not _worse(s, d, hs[p], hd[p]):
+                break
+            hs[j] = hs[p]
+            hd[j] = hd[p]
+            j = p
+        hs[j] = s
+        hd[j] = d
+        return size + 1
+    if _worse(hs[0], hd[0], s, d):
+        hs[0] = s
+        hd[0] = d
+        _sift_down(hs, hd, 0, size)
+    return size
+
+
+@njit(cache=True, nogil=True)
+def heap_sort(hs, hd, size):
+    """Sort a top-k min-heap in place, best first (moves the worst to the back repeatedly)."""
+    end = size - 1
+    while end > 0:
+        s = hs[0]
+        d = hd[0]
+        hs[0] = hs[end]
+        hd[0] = hd[end]
+        hs[end] = s
+        hd[end] = d
+        _sift_down(hs, hd, 0, end)
+        end -= 1
+
+
+@njit(cache=True, nogil=True)
 def topk_and_reset(acc, touched, n_touched, k, out_rows, out_scores):
     """Top-k of the touched docs with a fixed-size binary heap, best first; resets acc; returns the count."""
     size = 0
@@ -188,53 +234,89 @@ def topk_and_reset(acc, touched, n_touched, k, out_rows, out_scores):
         d = touched[i]
         s = acc[d]
         acc[d] = 0.0
-        if not s > 0.0:
-            continue
-        if size < k:
-            # Sift up.
-            j = size
-            size += 1
-            while j > 0:
-                p = (j - 1) >> 1
-                if not _worse(s, d, out_scores[p], out_rows[p]):
-                    break
-                out_scores[j] = out_scores[p]
-                out_rows[j] = out_rows[p]
-                j = p
-            out_scores[j] = s
-            out_rows[j] = d
-        elif _worse(out_scores[0], out_rows[0], s, d):
-            out_scores[0] = s
-            out_rows[0] = d
-            _sift_down(out_scores, out_rows, 0, size)
-    # Heap sort: move the worst to the back repeatedly, which leaves the best first.
-    end = size - 1
-    while end > 0:
-        s = out_scores[0]
-        d = out_rows[0]
-        out_scores[0] = out_scores[end]
-        out_rows[0] = out_rows[end]
-        out_scores[end] = s
-        out_rows[end] = d
-        _sift_down(out_scores, out_rows, 0, end)
-        end -= 1
+        if s > 0.0:
+            size = heap_push(out_scores, out_rows, size, k, s, d)
+    heap_sort(out_scores, out_rows, size)
     return size
 
 
 @njit(cache=True, nogil=True)
-def search_query(p_indptr, p_docs, p_impacts, scale, q_terms, q_weights, k, acc, touched):
+def taat_accumulate_dense(p_indptr, p_docs, p_impacts, terms, weights, acc):
+    """Term-at-a-time exhaustive scoring (Turtle & Flood 1995) into acc, without tracking touched docs."""
+    for i in range(terms.size):
+        t = terms[i]
+        w = weights[i]
+        a = p_indptr[t]
+        b = p_indptr[t + 1]
+        if w > 0.0:
+            for j in range(a, b):
+                acc[p_docs[j]] += w * np.float32(p_impacts[j])
+        else:
+            # As taat_accumulate: negative terms (last) only update docs still above 0.
+            for j in range(a, b):
+                d = p_docs[j]
+                if acc[d] > 0.0:
+                    acc[d] += w * np.float32(p_impacts[j])
+
+
+@njit(cache=True, nogil=True)
+def topk_dense_and_reset(acc, k, out_rows, out_scores):
+    """Top-k of a whole score buffer (ascending docs: a tie never displaces), best first; zeroes acc."""
+    size = 0
+    n = acc.size
+    d = 0
+    while d < n and size < k:
+        s = acc[d]
+        if s > 0.0:
+            size = heap_push(out_scores, out_rows, size, k, s, np.int32(d))
+        d += 1
+    if size == k:
+        theta = out_scores[0]
+        while d < n:
+            s = acc[d]
+            if s > theta:
+                out_scores[0] = s
+                out_rows[0] = d
+                _sift_down(out_scores, out_rows, 0, size)
+                theta = out_scores[0]
+            d += 1
+    heap_sort(out_scores, out_rows, size)
+    acc[:] = 0.0
+    return size
+
+
+@njit(cache=True, nogil=True)
+def exact_topk(p_indptr, p_docs, p_impacts, terms, weights, k, dense_ratio, acc, touched, out_rows,
+               out_scores):
+    """Exact TAAT top-k (Turtle & Flood 1995) of one prepared query; returns the count, acc left zeroed.
+
+    When the query's postings number at least dense_ratio x the documents, the score buffer is filled
+    without tracking touched documents and scanned whole (branch-free accumulation); otherwise only the
+    touched documents are visited. Both give the same float32 sums in the same order, hence the same top-k.
+    """
+    postings = 0
+    for t in terms:
+        postings += p_indptr[t + 1] - p_indptr[t]
+    if postings >= dense_ratio * acc.size:
+        taat_accumulate_dense(p_indptr, p_docs, p_impacts, terms, weights, acc)
+        return topk_dense_and_reset(acc, k, out_rows, out_scores)
+    n_touched = taat_accumulate(p_indptr, p_docs, p_impacts, terms, weights, acc, touched)
+    return topk_and_reset(acc, touched, n_touched, k, out_rows, out_scores)
+
+
+@njit(cache=True, nogil=True)
+def search_query(p_indptr, p_docs, p_impacts, scale, q_terms, q_weights, k, dense_ratio, acc, touched):
     """Exact TAAT top-k for one query into a zeroed score buffer (left zeroed): (rows, scores), best first."""
     terms, weights = prepare_query(q_terms, q_weights, p_indptr.size - 1, scale)
-    n_touched = taat_accumulate(p_indptr, p_docs, p_impacts, terms, weights, acc, touched)
-    kk = min(k, n_touched)
+    kk = min(k, acc.size)
     rows = np.empty(kk, np.int32)
     scores = np.empty(kk, np.float32)
-    m = topk_and_reset(acc, touched, n_touched, kk, rows, scores)
+    m = exact_topk(p_indptr, p_docs, p_impacts, terms, weights, kk, dense_ratio, acc, touched, rows, scores)
     return rows[:m].copy(), scores[:m].copy()
 
 
 @njit(cache=True, nogil=True)
-def search_range(p_indptr, p_docs, p_impacts, scale, q_indptr, q_terms, q_weights, lo, hi,
+def search_range(p_indptr, p_docs, p_impacts, scale, q_indptr, q_terms, q_weights, lo, hi, dense_ratio,
                  acc, touched, out_rows, out_scores, counts):
     """Exact TAAT top-k for queries lo..hi of a CSR batch, reusing one score buffer (reset per query)."""
     vocab = p_indptr.size - 1
@@ -243,6 +325,5 @@ def search_range(p_indptr, p_docs, p_impacts, scale, q_indptr, q_terms, q_weight
         a = q_indptr[q]
         b = q_indptr[q + 1]
         terms, weights = prepare_query(q_terms[a:b], q_weights[a:b], vocab, scale)
-        n_touched = taat_accumulate(p_indptr, p_docs, p_impacts, terms, weights, acc, touched)
-        counts[q] = topk_and_reset(acc, touched, n_touched, k, out_rows[q], out_scores[q])
-
+        counts[q] = exact_topk(p_indptr, p_docs, p_impacts, terms, weights, k, dense_ratio, acc, touched,
+                               out_rows[q], out_scores[q])

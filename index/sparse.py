@@ -1,14 +1,21 @@
 """SparseIndex: an inverted index over learned sparse vectors, stored as a folder of .npy arrays.
 
 Orchestration only: validation, files and id mapping live here, every loop over postings is a Numba kernel in
-:mod:`lsr.index._kernels`.
+:mod:`lsr.index._kernels` (exact search), :mod:`lsr.index._bmp` (block-max pruning search) and
+:mod:`lsr.index._bmp_build` (reordering, forward index, block maxima).
 
-Folder layout::
+Folder layout (format version 2)::
 
-    docids.txt                    external ids, one per line (utf-8), in row order
+    docids.txt                    external ids, one per line (utf-8), in internal row order
+    sparse/order.npy              int32: internal row i is input row order[i] (identity without reordering)
     sparse/postings.indptr.npy    int64, vocab_size + 1 offsets into the two arrays below
-    sparse/postings.docs.npy      int32 rows, ascending within a term
+    sparse/postings.docs.npy      uint16 (n_docs <= 65536) or int32 rows, ascending within a term
     sparse/postings.impacts.npy   uint8 (times manifest "scale") or float32
+    sparse/forward.indptr.npy     int64, n_docs + 1: doc-major copy of the postings for block scoring
+    sparse/forward.terms.npy      uint16 (vocab_size <= 65536) or int32 term ids, ascending within a doc
+    sparse/forward.impacts.npy    same dtype as the postings' impacts
+    sparse/blocks.*.npy           per-term block maxima (sparse lists, dense rows for frequent terms)
+    sparse/seeds.*.npy            per-term threshold seeds (k-th largest impacts at a few depths)
     manifest.json                 written last; see lsr.index.storage
 """
 
@@ -25,6 +32,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from lsr.errors import IndexFormatError
+from lsr.index import _bmp as B
+from lsr.index import _bmp_build as BB
 from lsr.index import _kernels as K
 from lsr.index.storage import atomic_folder, load_array, read_manifest, save_array, write_manifest
 from lsr.types import SparseBatch
@@ -37,33 +46,74 @@ SPARSE_FILES = {
     "docs": "sparse/postings.docs.npy",
     "impacts": "sparse/postings.impacts.npy",
 }
+FORWARD_FILES = {
+    "indptr": "sparse/forward.indptr.npy",
+    "terms": "sparse/forward.terms.npy",
+    "impacts": "sparse/forward.impacts.npy",
+}
+BLOCK_FILES = {
+    "indptr": "sparse/blocks.indptr.npy",
+    "blocks": "sparse/blocks.ids.npy",
+    "max": "sparse/blocks.max.npy",
+    "dense_row": "sparse/blocks.dense_row.npy",
+    "dense": "sparse/blocks.dense.npy",
+    "sb_dense": "sparse/blocks.sb_dense.npy",
+    "kth": "sparse/seeds.kth.npy",
+    "levels": "sparse/seeds.levels.npy",
+}
+ORDER_FILE = "sparse/order.npy"
 _IMPACT_DTYPES = {"uint8": np.uint8, "float32": np.float32}
 _MAX_CHUNK = 64  # queries per work item of batch search
 
+ALGORITHMS = ("bmp", "exact")
+DEFAULT_BLOCK_SIZE = 8
+DEFAULT_REORDER = True
+MIN_BLOCK_SIZE, MAX_BLOCK_SIZE = 8, 256
+DENSE_FRACTION = 1 / 3  # a term present in at least this share of blocks gets a dense row of block maxima
+SEED_LEVELS = (1, 10, 100, 1000, 10000)  # depths of the per-term k-th impact seeds
+SUPERBLOCK_DOCS = 256  # documents per superblock (coarse level of the block bounds)
+SKETCH_TERMS = 16  # reordering: heaviest terms (value x idf) that describe a document
+CLUSTER_TERMS = 32  # reordering: terms kept per k-means centroid
+CLUSTER_DOCS = 256  # reordering: documents per cluster (n_docs / this clusters)
+KMEANS_ITERS = 4
+# algorithm="bmp" answers a query by exact TAAT instead (same results) when its terms' postings number at
+# least TAAT_DENSITY per document (block bounds then prune little) and at most TAAT_MAX_POSTINGS (cheap).
+TAAT_DENSITY = 4.0
+TAAT_MAX_POSTINGS = 1 << 18
+# Exact TAAT fills the whole score buffer and scans it (no touched-list) when a query's postings number at
+# least DENSE_TAAT x the documents.
+DENSE_TAAT = 0.25
+U16_DOCS = 1 << 16  # collections up to this size store postings' document numbers in 16 bits
+
 
 class _BufferPool:
-    """Reusable zeroed score buffers (float32 scores + int32 touched list, n_docs each), one per search.
+    """Reusable search buffers, one set per concurrent search, made by ``make()``.
 
-    The kernels leave a buffer zeroed again, so it goes back to the pool as is; at most ``keep`` idle
-    buffers are retained (more concurrent searches allocate temporary ones).
+    The kernels leave a set as they found it (score buffers zeroed, query tables cleared), so it goes back
+    to the pool as is; at most ``keep`` idle sets are retained (more concurrent searches make temporary ones).
     """
 
-    def __init__(self, n_docs: int, keep: int) -> None:
-        self._n_docs = n_docs
+    def __init__(self, make: Any, keep: int) -> None:
+        self._make = make
         self._keep = keep
-        self._free: list[tuple[np.ndarray, np.ndarray]] = []
+        self._free: list[tuple[np.ndarray, ...]] = []
         self._lock = threading.Lock()
 
-    def take(self) -> tuple[np.ndarray, np.ndarray]:
+    def take(self) -> tuple[np.ndarray, ...]:
         with self._lock:
             if self._free:
                 return self._free.pop()
-        return np.zeros(self._n_docs, np.float32), np.empty(self._n_docs, np.int32)
+        return self._make()
 
-    def give(self, buffers: tuple[np.ndarray, np.ndarray]) -> None:
+    def give(self, buffers: tuple[np.ndarray, ...]) -> None:
         with self._lock:
             if len(self._free) < self._keep:
                 self._free.append(buffers)
+
+
+def _doc_dtype(n_docs: int) -> type:
+    """Postings store document numbers in 16 bits when the collection allows (SciFact: 2.6 MB less)."""
+    return np.uint16 if n_docs <= U16_DOCS else np.int32
 
 
 def _check_k(k: Any) -> int:
@@ -81,6 +131,23 @@ def _check_threads(threads: Any) -> int:
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise ValueError(f"threads must be a positive integer or None (all cores), got {threads!r}")
     return int(threads)
+
+
+def _check_block_size(block_size: Any) -> int:
+    if (isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer))
+            or not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE):
+        raise ValueError(f"block_size must be an integer between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE}, "
+                         f"got {block_size!r}")
+    return int(block_size)
+
+
+def _check_search_params(algorithm: Any, alpha: Any, beta: Any) -> tuple[str, float, float]:
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}: use one of {ALGORITHMS}")
+    for name, v in (("alpha", alpha), ("beta", beta)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 < v <= 1:
+            raise ValueError(f"{name} must be a number in (0, 1], got {v!r}")
+    return str(algorithm), float(alpha), float(beta)
 
 
 def _check_ids(ids: Sequence[str], n: int) -> list[str]:
@@ -113,11 +180,17 @@ def _check_query_batch(queries: Any, *, one: bool) -> SparseBatch:
 
 
 class SparseIndex:
-    """Exact top-k search over learned sparse document vectors (term-at-a-time, Numba).
+    """Top-k search over learned sparse document vectors: block-max pruning (default) or exact TAAT (Numba).
 
     Build once with :meth:`build` (atomically, into a folder), open with :meth:`load` (memory-mapped).
     Scores are dot products of query weights with (dequantised) document weights; ties are broken by
-    the lower row (insertion order).
+    the lower internal row. With ``reorder=True`` (the default) the build puts similar documents next to
+    each other, so internal rows are not the input order: :attr:`ids` and :attr:`order` map them back.
+
+    ``algorithm="bmp"`` with ``alpha=1, beta=1`` (safe) returns exactly what ``algorithm="exact"`` returns:
+    the same rows, bit-identical scores, the same tie order. ``alpha < 1`` (stop once the next block's upper
+    bound times alpha cannot beat the k-th score) and ``beta < 1`` (block bounds from only the heaviest
+    beta share of the query terms) trade recall for speed; returned scores are still exact.
 
     Example:
         >>> from lsr.types import SparseBatch
@@ -129,38 +202,67 @@ class SparseIndex:
         ['d1', 'd2']
     """
 
-    def __init__(self, path: Path, manifest: dict[str, Any], indptr: np.ndarray, docs: np.ndarray,
-                 impacts: np.ndarray, ids: np.ndarray) -> None:
+    def __init__(self, path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray],
+                 ids: np.ndarray) -> None:
         # Use SparseIndex.load / SparseIndex.build; this only wires checked parts together.
         self._path = path
         self._manifest = manifest
-        self._indptr = indptr
-        self._docs = docs
-        self._impacts = impacts
+        self._indptr = arrays["indptr"]
+        self._docs = arrays["docs"]
+        self._impacts = arrays["impacts"]
+        self._order = arrays["order"]
+        self._postings = (self._indptr, self._docs, self._impacts)
         self._ids = ids
         self._n_docs = int(manifest["n_docs"])
         self._vocab_size = int(manifest["vocab_size"])
         self._quantization = str(manifest["quantization"])
         self._scale = float(manifest["scale"])
-        self._buffers = _BufferPool(self._n_docs, keep=_check_threads(None))
+        self._block_size = int(manifest["block_size"])
+        self._n_blocks = int(manifest["n_blocks"])
+        self._sb_size = int(manifest["superblock_size"])
+        self._bmp = (arrays["f_indptr"], arrays["f_terms"], arrays["f_impacts"], arrays["bm_indptr"],
+                     arrays["bm_blocks"], arrays["bm_max"], arrays["dense_row"], arrays["dense"],
+                     arrays["sb_dense"], arrays["kth"], arrays["levels"], self._block_size, self._sb_size,
+                     self._n_docs)
+        keep = _check_threads(None)
+        self._buffers = _BufferPool(self._exact_buffers, keep)
+        self._bmp_buffers = _BufferPool(self._block_buffers, keep)
+
+    def _exact_buffers(self) -> tuple[np.ndarray, ...]:
+        """A zeroed score per document and a touched-documents list (exact TAAT)."""
+        return np.zeros(self._n_docs, np.float32), np.empty(self._n_docs, np.int32)
+
+    def _block_buffers(self) -> tuple[np.ndarray, ...]:
+        """Query table and block bounds (kept zeroed; bounds padded to whole superblocks), superblock bounds,
+        the visiting queue, and the exact buffers for queries that BMP hands to TAAT (allocated lazily)."""
+        n_sb = -(-self._n_blocks // self._sb_size)
+        queue = n_sb + self._n_blocks
+        return (np.zeros(self._vocab_size, np.float32), np.zeros(n_sb * self._sb_size, np.float32),
+                np.empty(n_sb, np.float32), np.empty(queue, np.float32), np.empty(queue, np.int32),
+                *self._exact_buffers())
 
     # ------------------------------------------------------------------ writing
 
     @classmethod
     def build(cls, docs: SparseBatch, ids: Sequence[str], path: str | os.PathLike, *,
-              quantization: str = "uint8", metadata: dict[str, Any] | None = None,
+              quantization: str = "uint8", block_size: int = DEFAULT_BLOCK_SIZE,
+              reorder: bool = DEFAULT_REORDER, metadata: dict[str, Any] | None = None,
               overwrite: bool = False) -> "SparseIndex":
         """Index ``docs`` (row i gets id ``ids[i]``) into a new folder ``path`` atomically, then open it."""
         with atomic_folder(path, overwrite=overwrite) as tmp:
-            cls.write_into(tmp, docs, ids, quantization=quantization, metadata=metadata)
+            cls.write_into(tmp, docs, ids, quantization=quantization, block_size=block_size, reorder=reorder,
+                           metadata=metadata)
         return cls.load(path)
 
     @classmethod
     def write_into(cls, folder: str | os.PathLike, docs: SparseBatch, ids: Sequence[str], *,
-                   quantization: str = "uint8", metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+                   quantization: str = "uint8", block_size: int = DEFAULT_BLOCK_SIZE,
+                   reorder: bool = DEFAULT_REORDER, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write the index files into an existing folder, then its manifest (last); return the manifest.
 
         Duplicate term ids within a document are summed; entries whose value is <= 0 are dropped.
+        ``block_size`` (8..256) documents make a block of the block-max index; ``reorder=True`` first
+        clusters similar documents together (their ids follow them), which tightens the block maxima.
         """
         if not isinstance(docs, SparseBatch):
             raise ValueError(f"docs must be a SparseBatch, got {type(docs).__name__}")
@@ -172,6 +274,9 @@ class SparseIndex:
         ids = _check_ids(ids, n_docs)
         if quantization not in QUANTIZATIONS:
             raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+        block_size = _check_block_size(block_size)
+        if not isinstance(reorder, (bool, np.bool_)):
+            raise ValueError(f"reorder must be True or False, got {reorder!r}")
         if metadata is not None and not isinstance(metadata, dict):
             raise ValueError(f"metadata must be a dict or None, got {type(metadata).__name__}")
         try:
@@ -180,25 +285,72 @@ class SparseIndex:
             raise ValueError(f"metadata must be JSON-serialisable: {e}") from None
 
         folder = Path(folder)
-        indptr, rows, values = K.build_postings(docs.indptr, docs.indices, docs.values, docs.vocab_size)
+        vocab = int(docs.vocab_size)
+        order = reorder_documents(docs) if reorder else np.arange(n_docs, dtype=np.int32)
+        indptr, rows, values = K.build_postings_ordered(docs.indptr, docs.indices, docs.values, vocab, order)
         if quantization == "uint8":
             impacts, scale = K.quantize_uint8(values)
+            del values
         else:
             impacts, scale = values, 1.0
         save_array(folder, SPARSE_FILES["indptr"], indptr)
-        save_array(folder, SPARSE_FILES["docs"], rows)
+        save_array(folder, SPARSE_FILES["docs"], rows.astype(_doc_dtype(n_docs), copy=False))
         save_array(folder, SPARSE_FILES["impacts"], impacts)
+        save_array(folder, ORDER_FILE, order)
+
+        f_terms = np.empty(rows.size, np.uint16 if vocab <= 2**16 else np.int32)
+        f_impacts = np.empty(rows.size, impacts.dtype)
+        f_indptr = BB.build_forward(indptr, rows, impacts, n_docs, f_terms, f_impacts)
+        for key, arr in (("indptr", f_indptr), ("terms", f_terms), ("impacts", f_impacts)):
+            save_array(folder, FORWARD_FILES[key], arr)
+        del f_indptr, f_terms, f_impacts
+
+        n_blocks = -(-n_docs // block_size)
+        sb_size = max(1, SUPERBLOCK_DOCS // block_size)
+        n_sb = -(-n_blocks // sb_size)
+        counts = BB.count_term_blocks(indptr, rows, block_size)
+        dense = counts >= max(1.0, DENSE_FRACTION * n_blocks)
+        n_dense = int(dense.sum())
+        dense_row = np.full(vocab, -1, np.int32)
+        dense_row[dense] = np.arange(n_dense, dtype=np.int32)
+        counts[dense] = 0
+        bm_indptr = np.zeros(vocab + 1, np.int64)
+        np.cumsum(counts, out=bm_indptr[1:])
+        bm_blocks = np.empty(int(bm_indptr[-1]), np.uint16 if n_blocks <= 2**16 else np.int32)
+        bm_max = np.empty(bm_blocks.size, impacts.dtype)
+        bm_dense = np.zeros((n_dense, n_sb * sb_size), impacts.dtype)
+        BB.fill_block_max(indptr, rows, impacts, block_size, dense_row, bm_indptr, bm_blocks, bm_max,
+                          bm_dense)
+        bm_dense = bm_dense.reshape(n_dense, n_sb, sb_size)
+        sb_dense = bm_dense.max(axis=2) if n_dense else np.zeros((0, n_sb), impacts.dtype)
+        # Superblock-major copy: expanding a superblock reads a short run per dense query term, all close.
+        bm_dense = np.ascontiguousarray(bm_dense.transpose(1, 0, 2))
+        levels = np.array(SEED_LEVELS, np.int64)
+        kth = BB.term_kth(indptr, impacts, levels)
+        for key, arr in (("indptr", bm_indptr), ("blocks", bm_blocks), ("max", bm_max),
+                         ("dense_row", dense_row), ("dense", bm_dense), ("sb_dense", sb_dense), ("kth", kth),
+                         ("levels", levels)):
+            save_array(folder, BLOCK_FILES[key], arr)
+
         with open(folder / DOCIDS, "w", encoding="utf-8", newline="\n") as f:
-            f.write("\n".join(ids))
+            f.write("\n".join(ids[i] for i in order.tolist()))
             f.write("\n")
         manifest = {
             "n_docs": n_docs,
-            "vocab_size": int(docs.vocab_size),
+            "vocab_size": vocab,
             "nnz": int(rows.size),
             "quantization": quantization,
             "scale": float(scale),
+            "block_size": block_size,
+            "n_blocks": n_blocks,
+            "superblock_size": sb_size,
+            "n_dense_terms": n_dense,
+            "reorder": bool(reorder),
             "docids": DOCIDS,
+            "order": ORDER_FILE,
             "sparse": dict(SPARSE_FILES),
+            "forward": dict(FORWARD_FILES),
+            "blocks": dict(BLOCK_FILES),
             "metadata": metadata or {},
         }
         return write_manifest(folder, manifest)
@@ -217,24 +369,59 @@ class SparseIndex:
             nnz = int(manifest["nnz"])
             quantization = manifest["quantization"]
             float(manifest["scale"])
+            block_size = int(manifest["block_size"])
+            n_blocks = int(manifest["n_blocks"])
+            n_dense = int(manifest["n_dense_terms"])
+            sb_size = int(manifest["superblock_size"])
             names = {key: str(manifest["sparse"][key]) for key in SPARSE_FILES}
+            names.update({f"f_{key}": str(manifest["forward"][key]) for key in FORWARD_FILES})
+            names.update({f"b_{key}": str(manifest["blocks"][key]) for key in BLOCK_FILES})
+            names["order"] = str(manifest["order"])
         except (KeyError, TypeError, ValueError) as e:
             raise IndexFormatError(f"{where} lacks a valid sparse index description ({e!r})") from None
         if quantization not in QUANTIZATIONS:
             raise IndexFormatError(f"{where}: unknown quantization {quantization!r}")
+        if (not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE or n_blocks != -(-n_docs // block_size)
+                or sb_size < 1):
+            raise IndexFormatError(f"{where}: bad block_size {block_size} / n_blocks {n_blocks} / "
+                                   f"superblock_size {sb_size}")
 
-        def arr(key: str, dtype: Any, size: int) -> np.ndarray:
+        def arr(key: str, dtypes: Any, shape: tuple[int, ...] | None) -> np.ndarray:
             a = load_array(path, names[key])
-            if a.dtype != dtype or a.shape != (size,):
-                raise IndexFormatError(f"{path / names[key]} holds {a.dtype}{list(a.shape)}, "
-                                       f"expected {np.dtype(dtype)}[{size}]")
+            dtypes = dtypes if isinstance(dtypes, tuple) else (dtypes,)
+            if a.dtype not in [np.dtype(d) for d in dtypes] or (shape is not None and a.shape != shape):
+                raise IndexFormatError(f"{path / names[key]} holds {a.dtype}{list(a.shape)}, expected "
+                                       f"{'/'.join(str(np.dtype(d)) for d in dtypes)}{list(shape or [])}")
             return np.asarray(a)  # plain ndarray view of the memory map, for the kernels
 
-        indptr = arr("indptr", np.int64, vocab + 1)
-        docs = arr("docs", np.int32, nnz)
-        impacts = arr("impacts", _IMPACT_DTYPES[quantization], nnz)
-        if indptr[0] != 0 or indptr[-1] != nnz:
+        imp = _IMPACT_DTYPES[quantization]
+        n_sb = -(-n_blocks // sb_size)
+        a = {
+            "indptr": arr("indptr", np.int64, (vocab + 1,)),
+            "docs": arr("docs", _doc_dtype(n_docs), (nnz,)),
+            "impacts": arr("impacts", imp, (nnz,)),
+            "order": arr("order", np.int32, (n_docs,)),
+            "f_indptr": arr("f_indptr", np.int64, (n_docs + 1,)),
+            "f_terms": arr("f_terms", np.uint16 if vocab <= 2**16 else np.int32, (nnz,)),
+            "f_impacts": arr("f_impacts", imp, (nnz,)),
+            "bm_indptr": arr("b_indptr", np.int64, (vocab + 1,)),
+            "bm_blocks": arr("b_blocks", np.uint16 if n_blocks <= 2**16 else np.int32, None),
+            "bm_max": arr("b_max", imp, None),
+            "dense_row": arr("b_dense_row", np.int32, (vocab,)),
+            "dense": arr("b_dense", imp, (n_sb, n_dense, sb_size)),
+            "sb_dense": arr("b_sb_dense", imp, (n_dense, n_sb)),
+            "kth": arr("b_kth", imp, None),
+            "levels": arr("b_levels", np.int64, None),
+        }
+        if a["indptr"][0] != 0 or a["indptr"][-1] != nnz:
             raise IndexFormatError(f"{path / names['indptr']} does not match nnz={nnz}")
+        if a["f_indptr"][0] != 0 or a["f_indptr"][-1] != nnz:
+            raise IndexFormatError(f"{path / names['f_indptr']} does not match nnz={nnz}")
+        n_bm = a["bm_blocks"].size
+        if (a["bm_max"].shape != (n_bm,) or a["bm_indptr"][0] != 0 or a["bm_indptr"][-1] != n_bm
+                or a["levels"].ndim != 1 or a["levels"].size < 1
+                or a["kth"].shape != (vocab, a["levels"].size)):
+            raise IndexFormatError(f"{path}: the block-max arrays do not fit together")
         try:
             lines = (path / str(manifest.get("docids", DOCIDS))).read_text(encoding="utf-8").split("\n")
         except (OSError, UnicodeDecodeError) as e:
@@ -245,7 +432,7 @@ class SparseIndex:
             raise IndexFormatError(f"{path / DOCIDS} has {len(lines)} ids, the manifest says {n_docs}")
         ids = np.array(lines, dtype=str)
         ids.flags.writeable = False
-        return cls(path, manifest, indptr, docs, impacts, ids)
+        return cls(path, manifest, a, ids)
 
     # ------------------------------------------------------------------ properties
 
@@ -272,8 +459,13 @@ class SparseIndex:
 
     @property
     def ids(self) -> np.ndarray:
-        """External ids in row order (read-only array of str)."""
+        """External ids in internal row order (read-only array of str)."""
         return self._ids
+
+    @property
+    def order(self) -> np.ndarray:
+        """Input position of every internal row: row i was ``docs`` row ``order[i]`` at build (read-only)."""
+        return self._order
 
     @property
     def nnz(self) -> int:
@@ -290,39 +482,61 @@ class SparseIndex:
         return self._scale
 
     @property
+    def block_size(self) -> int:
+        """Documents per block of the block-max index."""
+        return self._block_size
+
+    @property
+    def reordered(self) -> bool:
+        """Whether the build reordered the documents (see :attr:`order`)."""
+        return bool(self._manifest.get("reorder", False))
+
+    @property
     def size_bytes(self) -> int:
         """Bytes on disk of every file in the index folder."""
         return sum(p.stat().st_size for p in self._path.rglob("*") if p.is_file())
 
     def __repr__(self) -> str:
         return (f"SparseIndex({str(self._path)!r}, n_docs={self._n_docs}, vocab_size={self._vocab_size}, "
-                f"nnz={self.nnz}, quantization={self._quantization!r})")
+                f"nnz={self.nnz}, quantization={self._quantization!r}, block_size={self._block_size})")
 
     # ------------------------------------------------------------------ search
 
-    def search_rows(self, query: SparseBatch, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k for a one-row query: (rows int32, scores float32), best first, only scores > 0."""
+    def search_rows(self, query: SparseBatch, k: int = 10, *, algorithm: str = "bmp", alpha: float = 1.0,
+                    beta: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k for a one-row query: (internal rows int32, scores float32), best first, only scores > 0."""
         query = _check_query_batch(query, one=True)
         k = _check_k(k)
+        algorithm, alpha, beta = _check_search_params(algorithm, alpha, beta)
         if query.nnz == 0:
             return np.empty(0, np.int32), np.empty(0, np.float32)
-        buffers = self._buffers.take()
-        rows, scores = K.search_query(self._indptr, self._docs, self._impacts, self._scale, query.indices,
-                                      query.values, k, *buffers)
-        self._buffers.give(buffers)  # only on success: the kernel has zeroed it again
+        if algorithm == "exact":
+            buffers = self._buffers.take()
+            rows, scores = K.search_query(self._indptr, self._docs, self._impacts, self._scale, query.indices,
+                                          query.values, k, DENSE_TAAT, *buffers)
+            self._buffers.give(buffers)  # only on success: the kernel has zeroed it again
+        else:
+            buffers = self._bmp_buffers.take()
+            rows, scores = B.bmp_search_query(self._bmp, self._postings, self._scale, query.indices,
+                                              query.values, k, alpha, beta, TAAT_DENSITY, TAAT_MAX_POSTINGS,
+                                              DENSE_TAAT, *buffers)
+            self._bmp_buffers.give(buffers)
         return rows, scores
 
-    def search(self, query: SparseBatch, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, query: SparseBatch, k: int = 10, *, algorithm: str = "bmp", alpha: float = 1.0,
+               beta: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """Top-k for a one-row query: (external ids, scores float32), best first, only scores > 0."""
-        rows, scores = self.search_rows(query, k)
+        rows, scores = self.search_rows(query, k, algorithm=algorithm, alpha=alpha, beta=beta)
         return self._ids[rows], scores
 
-    def batch_search_rows(self, queries: SparseBatch, k: int = 10,
-                          threads: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    def batch_search_rows(self, queries: SparseBatch, k: int = 10, *, threads: int | None = None,
+                          algorithm: str = "bmp", alpha: float = 1.0,
+                          beta: float = 1.0) -> list[tuple[np.ndarray, np.ndarray]]:
         """Top-k rows and scores for every row of ``queries``, in parallel (threads=None: all cores)."""
         queries = _check_query_batch(queries, one=False)
         k = _check_k(k)
         threads = _check_threads(threads)
+        algorithm, alpha, beta = _check_search_params(algorithm, alpha, beta)
         nq = len(queries)
         if nq == 0:
             return []
@@ -334,29 +548,54 @@ class SparseIndex:
         chunk = max(1, min(_MAX_CHUNK, nq // (workers * 8)))
         next_chunk = iter(range(0, nq, chunk))
         lock = threading.Lock()
+        pool = self._buffers if algorithm == "exact" else self._bmp_buffers
 
         def work() -> None:
-            # One score buffer per worker, reused (and reset by the kernel) across its queries.
-            buffers = self._buffers.take()
+            # One set of buffers per worker, reused (and reset by the kernel) across its queries.
+            buffers = pool.take()
             while True:
                 with lock:
                     lo = next(next_chunk, None)
                 if lo is None:
                     break
-                K.search_range(self._indptr, self._docs, self._impacts, self._scale, queries.indptr,
-                               queries.indices, queries.values, lo, min(lo + chunk, nq), *buffers,
-                               out_rows, out_scores, counts)
-            self._buffers.give(buffers)
+                hi = min(lo + chunk, nq)
+                if algorithm == "exact":
+                    K.search_range(self._indptr, self._docs, self._impacts, self._scale, queries.indptr,
+                                   queries.indices, queries.values, lo, hi, DENSE_TAAT, *buffers, out_rows,
+                                   out_scores, counts)
+                else:
+                    B.bmp_search_range(self._bmp, self._postings, self._scale, queries.indptr,
+                                       queries.indices, queries.values, lo, hi, alpha, beta, TAAT_DENSITY,
+                                       TAAT_MAX_POSTINGS, DENSE_TAAT, *buffers, out_rows, out_scores, counts)
+            pool.give(buffers)
 
         if workers == 1:
             work()
         else:
-            with ThreadPoolExecutor(workers, thread_name_prefix="lsr-search") as pool:
-                for f in [pool.submit(work) for _ in range(workers)]:
+            with ThreadPoolExecutor(workers, thread_name_prefix="lsr-search") as ex:
+                for f in [ex.submit(work) for _ in range(workers)]:
                     f.result()
         return [(out_rows[q, : counts[q]], out_scores[q, : counts[q]]) for q in range(nq)]
 
-    def batch_search(self, queries: SparseBatch, k: int = 10,
-                     threads: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    def batch_search(self, queries: SparseBatch, k: int = 10, *, threads: int | None = None,
+                     algorithm: str = "bmp", alpha: float = 1.0,
+                     beta: float = 1.0) -> list[tuple[np.ndarray, np.ndarray]]:
         """Top-k (external ids, scores) for each row of ``queries``, in parallel (threads=None: all cores)."""
-        return [(self._ids[rows], scores) for rows, scores in self.batch_search_rows(queries, k, threads)]
+        results = self.batch_search_rows(queries, k, threads=threads, algorithm=algorithm, alpha=alpha,
+                                         beta=beta)
+        return [(self._ids[rows], scores) for rows, scores in results]
+
+
+def reorder_documents(docs: SparseBatch) -> np.ndarray:
+    """A document order that puts similar documents next to each other (new -> input row, int32).
+
+    Spherical k-means (n_docs / CLUSTER_DOCS clusters, a few rounds) over each document's SKETCH_TERMS
+    heaviest terms by value x idf; clusters one after the other, inside a cluster by heaviest sketch term,
+    then by input row. Deterministic (fixed seed).
+    """
+    n = len(docs)
+    sk_t, sk_w = BB.doc_sketches(docs.indptr, docs.indices, docs.values, docs.vocab_size, SKETCH_TERMS)
+    labels = BB.kmeans_labels(sk_t, sk_w, docs.vocab_size, max(1, n // CLUSTER_DOCS), KMEANS_ITERS,
+                              CLUSTER_TERMS, 12345)
+    labels[labels < 0] = n  # documents without sketch terms go last
+    return np.lexsort((sk_t[:, 0], labels)).astype(np.int32)

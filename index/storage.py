@@ -21,7 +21,7 @@ import numpy as np
 
 from lsr.errors import IndexFormatError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from lsr.errors import LsrError
+from lsr.searcher import DEFAULT_SPEED, SPEEDS
 
 DEFAULT_DEMO_DIR = Path.home() / ".cache" / "lsr-engine" / "demo-index"
 
@@ -21,6 +22,25 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _json_object(text: str) -> dict:
+    try:
+        v = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e.msg})") from None
+    if not isinstance(v, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return v
+
+
+def _block_size(text: str) -> int:
+    from lsr.index.sparse import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE
+
+    v = _positive(text)
+    if not MIN_BLOCK_SIZE <= v <= MAX_BLOCK_SIZE:
+        raise argparse.ArgumentTypeError(f"must be between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE}, got {v}")
     return v
 
 
@@ -36,6 +56,17 @@ def _parser() -> argparse.ArgumentParser:
     ix.add_argument("--max-length", type=_positive, default=256)
     ix.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     ix.add_argument("--quantization", choices=["uint8", "float32"], default="uint8")
+    ix.add_argument("--block-size", type=_block_size, default=8,
+                    help="documents per block of the block-max index (8..256, default 8)")
+    ix.add_argument("--no-reorder", action="store_true",
+                    help="keep the corpus order (default: cluster similar documents into the same blocks)")
+    ix.add_argument("--no-dense", action="store_true", help="do not build the dense (MiniLM) side")
+    ix.add_argument("--dense-model", default="minilm", help="dense model: minilm, a local folder or hub name")
+    ix.add_argument("--dense-kind", choices=["flat", "hnsw", "ivf"], default="flat",
+                    help="faiss index of the dense side (flat: exact, default)")
+    ix.add_argument("--no-bm25", action="store_true", help="do not build the BM25 side")
+    ix.add_argument("--bm25-analyzer", choices=["wordpiece", "porter"], default="wordpiece",
+                    help="BM25 terms: the SPLADE WordPiece vocabulary (default) or Porter-stemmed words")
     ix.add_argument("--skip-bad", action="store_true", help="skip bad corpus lines instead of stopping")
     ix.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
     ix.add_argument("--limit", type=_positive, default=None, help="index only the first N documents")
@@ -46,7 +77,23 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("query")
     se.add_argument("-k", type=_positive, default=10)
     se.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    se.add_argument("--speed", choices=list(SPEEDS), default=DEFAULT_SPEED,
+                    help="exact | safe (same results as exact, faster; default) | fast | fastest")
     se.add_argument("--model", default=None, help="encoder override (default: the index's)")
+    se.add_argument("--mode", choices=["hybrid", "sparse", "dense", "bm25"], default=None,
+                    help="retriever (default: hybrid when the index has several, else sparse)")
+    se.add_argument("--fusion", type=_json_object, default=None,
+                    help='hybrid fusion as JSON, e.g. \'{"method": "rrf"}\' (default: the index\'s)')
+
+    tu = sub.add_parser("tune-fusion", help="choose hybrid fusion weights on training queries")
+    tu.add_argument("--index", required=True, help="index folder (with several retrievers)")
+    tu.add_argument("--queries", required=True, help="queries JSONL ({_id, text}), e.g. BEIR queries.jsonl")
+    tu.add_argument("--qrels", required=True, help="relevance judgements: BEIR qrels TSV or TREC qrels")
+    tu.add_argument("--metric", default="ndcg@10")
+    tu.add_argument("--step", type=float, default=0.1, help="weight grid step (default 0.1)")
+    tu.add_argument("--normalization", choices=["minmax", "zscore", "tmm"], default="minmax")
+    tu.add_argument("--depth", type=_positive, default=100, help="hits per retriever (default 100)")
+    tu.add_argument("--dry-run", action="store_true", help="print the result, leave the manifest alone")
 
     sv = sub.add_parser("serve", help="serve an index over HTTP")
     sv.add_argument("--index", required=True)
@@ -68,8 +115,10 @@ def _cmd_index(a) -> int:
 
     summary = index_corpus(a.corpus, a.out, model=a.model, batch_size=a.batch_size,
                            max_length=a.max_length, device=a.device, quantization=a.quantization,
-                           skip_bad=a.skip_bad, overwrite=a.overwrite, limit=a.limit,
-                           show_progress=not a.no_progress)
+                           block_size=a.block_size, reorder=not a.no_reorder, skip_bad=a.skip_bad,
+                           overwrite=a.overwrite, limit=a.limit,
+                           show_progress=not a.no_progress, dense=None if a.no_dense else a.dense_model,
+                           dense_kind=a.dense_kind, bm25=not a.no_bm25, bm25_analyzer=a.bm25_analyzer)
     print(summary.line())
     return 0
 
@@ -79,11 +128,14 @@ def _cmd_search(a) -> int:
 
     searcher = Searcher.load(a.index, model=a.model)
     t0 = time.perf_counter()
-    hits = searcher.search(a.query, a.k)
+    hits = searcher.search(a.query, a.k, mode=a.mode, fusion=a.fusion, speed=a.speed)
     took = (time.perf_counter() - t0) * 1000
+    mode = a.mode or searcher.default_mode
     if a.json:
-        print(json.dumps({"query": a.query, "took_ms": round(took, 3), "hits": [h.to_dict() for h in hits]},
-                         ensure_ascii=False))
+        out = {"query": a.query, "mode": mode, "took_ms": round(took, 3), "hits": [h.to_dict() for h in hits]}
+        if mode == "hybrid":
+            out["fusion"] = a.fusion or searcher.default_fusion
+        print(json.dumps(out, ensure_ascii=False))
         return 0
     for h in hits:
         snippet = " ".join(f"{h.title} | {h.text}".split()) if h.title else " ".join(h.text.split())
@@ -107,6 +159,43 @@ def _serve(index: str | Path, host: str, port: int, model: str | None = None) ->
     print(f"serving {searcher.info['documents']:,} documents from {index} on http://{host}:{port} "
           f"(API docs: http://{host}:{port}/docs)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="info")
+    return 0
+
+
+def read_queries(path: str | Path) -> dict[str, str]:
+    """Queries JSONL (BEIR: one {"_id", "text"} per line) -> {query_id: text}; ValueError names the line."""
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                qid = str(obj.get("_id", obj.get("id")))
+                text = obj["text"]
+            except (json.JSONDecodeError, KeyError, AttributeError):
+                raise ValueError(f"{path}:{n}: expected a JSON object with _id and text") from None
+            out[qid] = str(text)
+    return out
+
+
+def _cmd_tune(a) -> int:
+    from lsr.evaluation import read_qrels
+    from lsr.searcher import Searcher
+    from lsr.tuning import tune_fusion, write_fusion
+
+    searcher = Searcher.load(a.index)
+    res = tune_fusion(searcher, read_queries(a.queries), read_qrels(a.qrels), metric=a.metric, step=a.step,
+                      normalization=a.normalization, depth=a.depth)
+    for name, v in res.singles.items():
+        print(f"{name:<8} {a.metric} {v:.4f}")
+    print(f"{'rrf':<8} {a.metric} {res.rrf:.4f}")
+    weights = ", ".join(f"{n} {w:g}" for n, w in res.fusion["weights"].items())
+    print(f"best convex ({a.normalization}): {weights}: {a.metric} {res.value:.4f} "
+          f"({len(res.tried)} weightings, {res.fusion['tuned']['queries']} queries)")
+    if not a.dry_run:
+        write_fusion(a.index, res.fusion)
+        print(f"written to {Path(a.index) / 'manifest.json'} as the default fusion")
     return 0
 
 
@@ -146,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lsr`` console script; returns the exit code (2 for bad input)."""
     args = _parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    handlers = {"index": _cmd_index, "search": _cmd_search, "demo": _cmd_demo,
+    handlers = {"index": _cmd_index, "search": _cmd_search, "demo": _cmd_demo, "tune-fusion": _cmd_tune,
                 "serve": lambda a: _serve(a.index, a.host, a.port, a.model)}
     try:
         return handlers[args.command](args)

@@ -64,17 +64,25 @@ def _folder_size(path: Path) -> int:
 
 def index_corpus(corpus: str | Path, out: str | Path, *, model: str = "splade-tiny", encoder=None,
                  batch_size: int = 32, max_length: int = 256, device: str = "auto",
-                 quantization: str = "uint8", skip_bad: bool = False, overwrite: bool = False,
+                 quantization: str = "uint8", block_size: int = 8, reorder: bool = True,
+                 skip_bad: bool = False, overwrite: bool = False,
                  limit: int | None = None, show_progress: bool = True,
-                 corpus_name: str | None = None) -> IndexSummary:
+                 corpus_name: str | None = None, dense: str | None = "minilm", dense_encoder=None,
+                 dense_kind: str = "flat", bm25: bool = True, bm25_analyzer: str = "wordpiece",
+                 ) -> IndexSummary:
     """Index a BEIR folder or JSONL file into the folder ``out`` (written to a temp folder, then renamed).
+
+    Besides the SPLADE side, ``dense`` (a dense model name, or None) adds a dense side and ``bm25`` a BM25
+    side (see :mod:`lsr.hybrid`); ``dense_kind`` is ``"flat"``, ``"hnsw"`` or ``"ivf"``.
 
     Example:
         >>> from lsr.indexing import index_corpus
         >>> index_corpus("data.jsonl", "my-index").documents   # doctest: +SKIP
     """
+    from lsr.hybrid import write_bm25_side, write_dense_side
     from lsr.index import DocStore, SparseIndex
-    from lsr.index.storage import atomic_folder
+    from lsr.index.sparse import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE
+    from lsr.index.storage import atomic_folder, write_manifest
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -82,11 +90,25 @@ def index_corpus(corpus: str | Path, out: str | Path, *, model: str = "splade-ti
         raise FileExistsError(f"{out} already exists (use --overwrite to replace it)")
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    if not isinstance(block_size, int) or not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE:
+        raise ValueError(f"block_size must be an integer between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE}, "
+                         f"got {block_size!r}")
+    from lsr.bm25 import ANALYZERS
+    from lsr.index.dense import KINDS
+
+    if dense_kind not in KINDS:
+        raise ValueError(f"dense kind must be one of {KINDS}, got {dense_kind!r}")
+    if bm25_analyzer not in ANALYZERS:
+        raise ValueError(f"bm25 analyzer must be one of {ANALYZERS}, got {bm25_analyzer!r}")
     corpus_data = read_corpus(corpus, skip_bad=skip_bad, limit=limit)
     if encoder is None:
         from lsr.encoders import SpladeEncoder
 
         encoder = SpladeEncoder.from_pretrained(model, device=device, max_length=max_length)
+    if dense_encoder is None and dense:
+        from lsr.encoders import DenseEncoder
+
+        dense_encoder = DenseEncoder.from_pretrained(dense, device=device, max_length=max_length)
     records = corpus_data.records
     vectors = encode_corpus(encoder, [r.content for r in records], batch_size=batch_size,
                             show_progress=show_progress)
@@ -97,6 +119,18 @@ def index_corpus(corpus: str | Path, out: str | Path, *, model: str = "splade-ti
     with atomic_folder(out, overwrite=overwrite) as tmp:
         DocStore.write(Path(tmp) / "docs.sqlite", ((r.id, r.title, r.text) for r in records))
         manifest = SparseIndex.write_into(tmp, vectors, [r.id for r in records],
-                                          quantization=quantization, metadata=metadata)
+                                          quantization=quantization, block_size=block_size,
+                                          reorder=reorder, metadata=metadata)
+        sides = {}
+        texts = [r.content for r in records]
+        if dense_encoder is not None:
+            order = np.load(Path(tmp) / manifest["order"])
+            sides["dense"] = write_dense_side(Path(tmp), dense_encoder, texts, order, kind=dense_kind,
+                                              show_progress=show_progress)
+        if bm25:
+            sides["bm25"] = write_bm25_side(Path(tmp), texts, [r.id for r in records], analyzer=bm25_analyzer,
+                                            tokenizer=encoder.tokenizer)
+        if sides:
+            manifest = write_manifest(tmp, {**manifest, "sides": sides})
     return IndexSummary(out, len(records), int(manifest["nnz"]), _folder_size(out),
                         time.perf_counter() - t0, corpus_data.skipped)

@@ -6,8 +6,32 @@ import json
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
+
 from lsr.errors import IndexFormatError
+from lsr.fusion import convex, rrf
+from lsr.hybrid import MODES, THEORETICAL_MIN, check_fusion, default_fusion, load_sides
 from lsr.types import Hit, SparseBatch
+
+#: Query-processing presets: name -> keywords of ``SparseIndex.search``. "safe" returns exactly what
+#: "exact" returns, faster (block-max pruning); "fast" and "fastest" bound blocks with only the heaviest
+#: 80% / 60% of the query terms (query term pruning), trading a little recall for speed (measured in
+#: docs/benchmarks.md).
+SPEEDS: dict[str, dict] = {
+    "exact": {"algorithm": "exact"},
+    "safe": {"algorithm": "bmp", "alpha": 1.0, "beta": 1.0},
+    "fast": {"algorithm": "bmp", "alpha": 1.0, "beta": 0.8},
+    "fastest": {"algorithm": "bmp", "alpha": 1.0, "beta": 0.6},
+}
+DEFAULT_SPEED = "safe"
+
+
+def speed_params(speed: str) -> dict:
+    """The ``SparseIndex.search`` keywords of a speed preset (``exact``, ``safe``, ``fast``, ``fastest``)."""
+    try:
+        return dict(SPEEDS[speed])
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown speed {speed!r}: use one of {', '.join(SPEEDS)}") from None
 
 
 class Searcher:
@@ -23,10 +47,12 @@ class Searcher:
         >>> run = s.batch_search({"q1": "fever"}, k=1000)          # {qid: {doc_id: score}}  # doctest: +SKIP
     """
 
-    def __init__(self, index, encoder=None, docstore=None) -> None:
+    def __init__(self, index, encoder=None, docstore=None, sides: dict | None = None) -> None:
         self.index = index
         self.encoder = encoder
         self.docstore = docstore
+        #: {"dense": (DenseIndex, DenseEncoder), "bm25": (SparseIndex, BM25Encoder)}, where built
+        self.sides = dict(sides or {})
 
     @classmethod
     def load(cls, path: str | Path, *, model: str | None = None, device: str = "auto",
@@ -51,7 +77,78 @@ class Searcher:
                     f"only {index.vocab_size}: not the encoder this index was built with")
         store_path = Path(path) / "docs.sqlite"
         docstore = DocStore(store_path) if store_path.exists() else None
-        return cls(index, encoder, docstore)
+        sides = load_sides(Path(path), index.manifest, device=device, load_encoders=load_encoder,
+                           splade_tokenizer=encoder.tokenizer if encoder is not None else None)
+        return cls(index, encoder, docstore, sides)
+
+    # -- modes ---------------------------------------------------------------------------------
+    @property
+    def retrievers(self) -> list[str]:
+        """The retrievers this index has: "sparse", then "dense" and "bm25" where built."""
+        return ["sparse", *[s for s in ("dense", "bm25") if s in self.sides]]
+
+    @property
+    def modes(self) -> list[str]:
+        """Search modes available: the retrievers, plus "hybrid" when there is more than one."""
+        r = self.retrievers
+        return (["hybrid"] if len(r) > 1 else []) + r
+
+    @property
+    def default_mode(self) -> str:
+        return self.modes[0]
+
+    @property
+    def default_fusion(self) -> dict:
+        return check_fusion(default_fusion(self.index.manifest), self.retrievers)
+
+    def _check_mode(self, mode: str | None) -> str:
+        mode = self.default_mode if mode is None else mode
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+        if mode not in self.modes:
+            raise ValueError(f"mode {mode!r} is not available: this index has {', '.join(self.modes)}")
+        return mode
+
+    def _retrieve(self, mode: str, texts: list[str], k: int, speed: str, threads: int | None,
+                  batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(ids, scores) per text from one retriever."""
+        params = speed_params(speed)
+        if mode == "sparse":
+            vectors = self._require_encoder().encode_queries(texts, batch_size=batch_size)
+            return self.index.batch_search(vectors, k=k, threads=threads, **params)
+        index, encoder = self.sides[mode]
+        if encoder is None:
+            raise RuntimeError(f"this Searcher was opened without the {mode} encoder")
+        if mode == "bm25":
+            return index.batch_search(encoder.encode_queries(texts), k=k, threads=threads, **params)
+        scores, rows = index.search(encoder.encode(texts, batch_size=batch_size), k=k)
+        ids = self.index.ids
+        return [(ids[r[r >= 0]], s[r >= 0]) for s, r in zip(scores, rows)]
+
+    def _search_texts(self, texts: list[str], k: int, mode: str, fusion: dict | None, speed: str,
+                      threads: int | None = None,
+                      batch_size: int = 64) -> list[tuple[np.ndarray, np.ndarray]]:
+        if mode != "hybrid":
+            return self._retrieve(mode, texts, k, speed, threads, batch_size)
+        fusion = check_fusion(fusion if fusion is not None else default_fusion(self.index.manifest),
+                              self.retrievers)
+        depth = max(k, fusion["depth"])
+        names = [n for n, w in fusion["weights"].items() if w > 0]
+        runs = []
+        for name in names:
+            res = self._retrieve(name, texts, depth, speed, threads, batch_size)
+            runs.append({str(i): dict(zip(ids.tolist(), sc.tolist())) for i, (ids, sc) in enumerate(res)})
+        weights = [fusion["weights"][n] for n in names]
+        if fusion["method"] == "rrf":
+            fused = rrf(runs, k=fusion.get("k", 60.0), weights=weights, top=k)
+        else:
+            fused = convex(runs, weights=weights, normalization=fusion.get("normalization", "minmax"),
+                           theoretical_mins=[THEORETICAL_MIN[n] for n in names], top=k)
+        out = []
+        for i in range(len(texts)):
+            hits = fused.get(str(i), {})
+            out.append((np.array(list(hits), dtype=object), np.array(list(hits.values()), np.float32)))
+        return out
 
     # -- queries -------------------------------------------------------------------------------
     def _require_encoder(self):
@@ -69,33 +166,66 @@ class Searcher:
         """Encode query texts with the index's encoder."""
         return self._require_encoder().encode_queries(queries)
 
-    def search(self, query: str, k: int = 10, *, with_text: bool = True) -> list[Hit]:
-        """Top ``k`` hits for one query text, best first."""
+    def search(self, query: str, k: int = 10, *, mode: str | None = None, fusion: dict | None = None,
+               speed: str = DEFAULT_SPEED, with_text: bool = True) -> list[Hit]:
+        """Top ``k`` hits for one query text, best first.
+
+        ``mode``: "hybrid" (default when the index has more than one retriever), "sparse", "dense" or
+        "bm25"; ``fusion`` (hybrid only) e.g. ``{"method": "rrf"}`` or ``{"method": "convex",
+        "weights": {"sparse": 0.6, "dense": 0.4}, "normalization": "minmax"}`` (default: the index's);
+        ``speed``: a key of :data:`SPEEDS` (sparse and BM25 sides).
+        """
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
         if not query.strip():
             raise ValueError("query is empty")
         self._check_k(k)
-        return self.search_vector(self.encode([query]), k, with_text=with_text)
-
-    def search_vector(self, query: SparseBatch, k: int = 10, *, with_text: bool = True) -> list[Hit]:
-        """Top ``k`` hits for an already encoded one-row query."""
-        ids, scores = self.index.search(query, k=self._check_k(k))
+        speed_params(speed)
+        mode = self._check_mode(mode)
+        if mode == "sparse":
+            return self.search_vector(self.encode([query]), k, speed=speed, with_text=with_text)
+        ids, scores = self._search_texts([query], k, mode, fusion, speed, threads=1)[0]
         return self._hits(ids, scores, with_text)
 
-    def batch_search(self, queries: Mapping[str, str], k: int = 1000, *, batch_size: int = 64,
+    def search_vector(self, query: SparseBatch, k: int = 10, *, speed: str = DEFAULT_SPEED,
+                      with_text: bool = True) -> list[Hit]:
+        """Top ``k`` hits for an already encoded one-row query."""
+        ids, scores = self.index.search(query, k=self._check_k(k), **speed_params(speed))
+        return self._hits(ids, scores, with_text)
+
+    def batch_search(self, queries: Mapping[str, str], k: int = 1000, *, mode: str | None = None,
+                     fusion: dict | None = None, speed: str = DEFAULT_SPEED, batch_size: int = 64,
                      threads: int | None = None) -> dict[str, dict[str, float]]:
-        """Run many queries: ``{qid: text}`` → ``{qid: {doc_id: score}}`` (ranx, ir-measures, pytrec_eval)."""
+        """Run many queries: ``{qid: text}`` → ``{qid: {doc_id: score}}`` (ranx, ir-measures, pytrec_eval).
+
+        ``mode`` and ``fusion`` as in :meth:`search`.
+        """
         if not isinstance(queries, Mapping):
             raise TypeError("queries must be a mapping {query_id: text}")
         self._check_k(k)
+        speed_params(speed)
+        mode = self._check_mode(mode)
         qids = list(queries)
         if not qids:
             return {}
-        vectors = self._require_encoder().encode_queries([str(queries[q]) for q in qids],
-                                                         batch_size=batch_size)
-        results = self.index.batch_search(vectors, k=k, threads=threads)
-        return {qid: dict(zip(ids.tolist(), scores.tolist())) for qid, (ids, scores) in zip(qids, results)}
+        results = self._search_texts([str(queries[q]) for q in qids], k, mode, fusion, speed, threads,
+                                     batch_size)
+        return {qid: dict(zip([str(i) for i in ids], scores.tolist())) for qid, (ids, scores)
+                in zip(qids, results)}
+
+    def retrieve(self, queries, k: int = 1000, *, mode: str | None = None, fusion: dict | None = None,
+                 speed: str = DEFAULT_SPEED, text: bool = False):
+        """Hits as a pandas DataFrame (PyTerrier columns ``qid, query, docno, score, rank``; ``text`` on
+        request), for ``{qid: text}``, a list of texts or a DataFrame with ``qid, query``."""
+        from lsr.pipeline import retrieve
+
+        return retrieve(self, queries, k, mode=mode, fusion=fusion, speed=speed, text=text)
+
+    def rerank(self, hits, scorer, *, top: int | None = None):
+        """Re-score a :meth:`retrieve` DataFrame with ``scorer(query, texts) -> scores``; a new ranking."""
+        from lsr.pipeline import rerank
+
+        return rerank(self, hits, scorer, top=top)
 
     def _hits(self, ids, scores, with_text: bool) -> list[Hit]:
         ids = [str(i) for i in ids]

@@ -311,6 +311,15 @@ def run_bench(a, dirs: list[Path], engines: list[str]) -> int:
     with open(run_file, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     report(a, rows, run_file)
+    if OURS in engines and not a.no_batch:
+        # After the harness, alone on the machine: our batch search on one thread and on all cores.
+        cmd = [sys.executable, str(SCRIPTS / "bench_batch.py"), "--harness", str(a.harness),
+               "--out", str(run_file.with_suffix(".md"))]
+        for d in dirs:
+            cmd += ["--collection", str(d)]
+        print()
+        log("batch search: " + " ".join(cmd[1:]))
+        rc = subprocess.run(cmd, env=harness_env(a.harness)).returncode or rc
     return rc
 
 
@@ -443,6 +452,7 @@ def main(argv=None) -> int:
     ap.add_argument("--prepare-only", action="store_true", help="prepare the collections, run nothing")
     ap.add_argument("--check-env", action="store_true", help="check the bench venv, then exit")
     ap.add_argument("--overhead", action="store_true", help="per-call cost of the adapter, then exit")
+    ap.add_argument("--no-batch", action="store_true", help="skip the batch search stage (bench_batch.py)")
     ap.add_argument("--table", type=Path, help="re-print a results .jsonl with the ratio lines, then exit")
     a = ap.parse_args(argv)
     a.bench_args = bench_args

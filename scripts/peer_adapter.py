@@ -54,26 +54,31 @@ def _bench_configs() -> list:
         return [("uint8", {}, [("exact", {})])]
     approx = [
         ("bmp safe a1 b1", dict(algorithm="bmp", alpha=1.0, beta=1.0)),
+        ("bmp a0.95 b1", dict(algorithm="bmp", alpha=0.95, beta=1.0)),
         ("bmp a0.9 b1", dict(algorithm="bmp", alpha=0.9, beta=1.0)),
-        ("bmp a0.8 b1", dict(algorithm="bmp", alpha=0.8, beta=1.0)),
-        ("bmp a0.9 b0.6", dict(algorithm="bmp", alpha=0.9, beta=0.6)),
+        ("bmp a1 b0.8 (fast)", dict(algorithm="bmp", alpha=1.0, beta=0.8)),
+        ("bmp a1 b0.6 (fastest)", dict(algorithm="bmp", alpha=1.0, beta=0.6)),
+        ("bmp a0.9 b0.8", dict(algorithm="bmp", alpha=0.9, beta=0.8)),
         ("bmp a0.8 b0.6", dict(algorithm="bmp", alpha=0.8, beta=0.6)),
-        ("bmp a0.8 b0.4", dict(algorithm="bmp", alpha=0.8, beta=0.4)),
+        ("bmp a0.7 b0.4", dict(algorithm="bmp", alpha=0.7, beta=0.4)),
     ]
     exact = [("exact", dict(algorithm="exact"))]
-    sizes = [32, 64] if "block_size" in _BUILD_KW else [None]
-    reorders = [True, False] if "reorder" in _BUILD_KW else [None]
+    # Block sizes 8/16/32 with reordering, plus 8 without it (what reordering buys).
+    builds = [(8, True), (16, True), (32, True), (8, False)]
+    if "block_size" not in _BUILD_KW:
+        builds = [(None, ro) for ro in dict.fromkeys(ro for _, ro in builds)]
+    if "reorder" not in _BUILD_KW:
+        builds = list(dict.fromkeys((bs, None) for bs, _ in builds))
     out = []
-    for bs in sizes:
-        for ro in reorders:
-            bp, label = {}, []
-            if bs is not None:
-                bp["block_size"] = bs
-                label.append(f"bs{bs}")
-            if ro is not None:
-                bp["reorder"] = ro
-                label.append("reorder" if ro else "no-reorder")
-            out.append((" ".join(label) or "default", bp, exact + approx))
+    for bs, ro in builds:
+        bp, label = {}, []
+        if bs is not None:
+            bp["block_size"] = bs
+            label.append(f"bs{bs}")
+        if ro is not None:
+            bp["reorder"] = ro
+            label.append("reorder" if ro else "no-reorder")
+        out.append((" ".join(label) or "default", bp, exact + approx))
     return out
 
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, Field, field_validator
+
+#: the speed presets of lsr.searcher.SPEEDS
+Speed = Literal["exact", "safe", "fast", "fastest"]
+#: the search modes of lsr.hybrid.MODES
+Mode = Literal["hybrid", "sparse", "dense", "bm25"]
 
 
 class SearchRequest(BaseModel):
@@ -10,6 +17,14 @@ class SearchRequest(BaseModel):
 
     query: str = Field(description="the query text", examples=["how do vaccines work"])
     k: int = Field(default=10, ge=1, le=1000, description="number of hits (1..1000)")
+    speed: Speed = Field(default="safe", description=(
+        "exact: exhaustive scoring; safe: block-max pruning, same results as exact; "
+        "fast / fastest: approximate, a little recall traded for speed"))
+    mode: Mode | None = Field(default=None, description=(
+        "hybrid (default when the index has several retrievers), sparse (SPLADE), dense, bm25"))
+    fusion: dict[str, Any] | None = Field(default=None, description=(
+        'hybrid fusion, e.g. {"method": "rrf"} or {"method": "convex", "weights": {"sparse": 0.6, '
+        '"dense": 0.4}, "normalization": "minmax"}; default: the index\'s (tuned) fusion'))
 
     @field_validator("query")
     @classmethod
@@ -29,6 +44,9 @@ class HitOut(BaseModel):
 
 class SearchResponse(BaseModel):
     query: str
+    speed: Speed
+    mode: Mode
+    fusion: dict[str, Any] | None = None
     took_ms: float
     hits: list[HitOut]
 

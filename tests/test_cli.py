@@ -86,3 +86,24 @@ def test_search_bad_index_exit_2(tmp_path, built, capsys):
 def test_bad_arguments_exit_2(tmp_path):
     r = _run("search", "--index", str(tmp_path), "q", "-k", "0")
     assert r.returncode == 2 and "must be at least 1" in r.stderr
+
+
+def test_index_block_size_and_reorder_options(tmp_path, capsys):
+    out = tmp_path / "i"
+    assert main(["index", "--corpus", str(MINI_CORPUS), "--out", str(out), "--no-progress", "--limit", "12",
+                 "--block-size", "16", "--no-reorder"]) == 0
+    capsys.readouterr()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["block_size"] == 16 and manifest["reorder"] is False
+    ids = (out / "docids.txt").read_text().split()
+    first = [json.loads(line)["_id"] for line in MINI_CORPUS.read_text().splitlines()[:12]]
+    assert ids == first  # no reordering: corpus order kept
+    for speed in ("exact", "safe", "fast", "fastest"):
+        assert main(["search", "--index", str(out), "volcano lava", "--speed", speed, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["hits"]
+
+
+def test_bad_block_size_exit_2(tmp_path):
+    r = _run("index", "--corpus", str(MINI_CORPUS), "--out", str(tmp_path / "i"), "--block-size", "4")
+    assert r.returncode == 2 and "between 8 and 256" in r.stderr
+    assert not (tmp_path / "i").exists()

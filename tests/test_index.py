@@ -1,4 +1,9 @@
-"""SparseIndex: exact search against a dense brute-force oracle, storage round trips, atomicity, errors."""
+"""SparseIndex: exact search against a dense brute-force oracle, storage round trips, atomicity, errors.
+
+The oracle numbers documents by input row, so indexes compared with it are built with ``reorder=False``;
+both search algorithms are checked against it (block-max pruning in safe mode is exact too). The
+block-max specifics (bit-identity with exact search, reordering, approximation) are in test_bmp.py.
+"""
 
 import json
 import os
@@ -101,46 +106,59 @@ def make_ids(n, prefix="doc"):
 def small_index(tmp_path):
     rng = np.random.default_rng(7)
     docs = random_docs(rng, 60, 40, 6, integer=True)
-    return SparseIndex.build(docs, make_ids(60), tmp_path / "idx"), docs
+    return SparseIndex.build(docs, make_ids(60), tmp_path / "idx", reorder=False), docs
 
 
 # ----------------------------------------------------------------------------- exact search
 
 
+@pytest.fixture(params=["touched-list", "dense-scan"])
+def taat_path(request, monkeypatch):
+    """Run a test through both exact TAAT paths: a touched-documents list, or a whole-buffer scan."""
+    ratio = float("inf") if request.param == "touched-list" else 0.0
+    monkeypatch.setattr("lsr.index.sparse.DENSE_TAAT", ratio)
+    return request.param
+
+
 @pytest.mark.parametrize("quantization", ["uint8", "float32"])
 @pytest.mark.parametrize("seed", range(8))
+@pytest.mark.usefixtures("taat_path")
 def test_integer_weights_match_oracle_exactly(tmp_path, quantization, seed):
     rng = np.random.default_rng(seed)
     docs = random_docs(rng, 150, 60, 8, integer=True)
-    index = SparseIndex.build(docs, make_ids(150), tmp_path / "idx", quantization=quantization)
+    index = SparseIndex.build(docs, make_ids(150), tmp_path / "idx", quantization=quantization, reorder=False)
     dense, scale = dense_docs(docs, quantization)
     assert scale == 1.0 and index.scale == 1.0
     for _ in range(15):
         q = random_query(rng, 60, integer=True)
         oracle = oracle_scores(dense, q)
         for k in (1, 3, 10, 1000):
-            rows, scores = index.search_rows(q, k=k)
-            assert_exact(rows, scores, oracle, k)
+            for algorithm in ("exact", "bmp"):
+                rows, scores = index.search_rows(q, k=k, algorithm=algorithm)
+                assert_exact(rows, scores, oracle, k)
         ids, scores = index.search(q, k=10)
         np.testing.assert_array_equal(ids, np.array(make_ids(150))[oracle_topk(oracle, 10)])
 
 
 @pytest.mark.parametrize("quantization", ["uint8", "float32"])
 @pytest.mark.parametrize("seed", range(8))
+@pytest.mark.usefixtures("taat_path")
 def test_float_weights_match_oracle(tmp_path, quantization, seed):
     rng = np.random.default_rng(100 + seed)
     docs = random_docs(rng, 200, 80, 10)
-    index = SparseIndex.build(docs, make_ids(200), tmp_path / "idx", quantization=quantization)
+    index = SparseIndex.build(docs, make_ids(200), tmp_path / "idx", quantization=quantization, reorder=False)
     dense, scale = dense_docs(docs, quantization)
     assert index.scale == pytest.approx(scale, rel=1e-12)
     for _ in range(15):
         q = random_query(rng, 80)
         oracle = oracle_scores(dense, q)
         for k in (1, 7, 50, 500):
-            rows, scores = index.search_rows(q, k=k)
-            assert_close_topk(rows, scores, oracle, k)
+            for algorithm in ("exact", "bmp"):
+                rows, scores = index.search_rows(q, k=k, algorithm=algorithm)
+                assert_close_topk(rows, scores, oracle, k)
 
 
+@pytest.mark.usefixtures("taat_path")
 def test_ties_are_broken_by_lower_row(tmp_path):
     rng = np.random.default_rng(3)
     # {7: 255} makes the uint8 scale 1.0, so the mixed-composition ties below are exact in float32 too
@@ -148,7 +166,8 @@ def test_ties_are_broken_by_lower_row(tmp_path):
     choice = rng.integers(0, len(patterns), 80)
     docs = SparseBatch.from_dicts([patterns[c] for c in choice], vocab_size=8)
     for quantization in ("uint8", "float32"):
-        index = SparseIndex.build(docs, make_ids(80), tmp_path / quantization, quantization=quantization)
+        index = SparseIndex.build(docs, make_ids(80), tmp_path / quantization, quantization=quantization,
+                                  reorder=False)
         q = SparseBatch.from_dicts([{1: 1.0, 4: 1.0}], vocab_size=8)  # patterns 0..3 all score 3
         rows, scores = index.search_rows(q, k=80)
         tied = np.flatnonzero(choice < 4)
@@ -207,15 +226,17 @@ def test_duplicate_query_terms_are_summed(small_index):
 
 
 @pytest.mark.parametrize("seed", range(4))
+@pytest.mark.usefixtures("taat_path")
 def test_negative_query_weights_match_oracle(tmp_path, seed):
     rng = np.random.default_rng(200 + seed)
     docs = random_docs(rng, 120, 30, 8, integer=True)
-    index = SparseIndex.build(docs, make_ids(120), tmp_path / "idx", quantization="float32")
+    index = SparseIndex.build(docs, make_ids(120), tmp_path / "idx", quantization="float32", reorder=False)
     dense, _ = dense_docs(docs, "float32")
     for _ in range(20):
         q = random_query(rng, 30, integer=True)
         q = SparseBatch(q.indptr, q.indices, q.values * rng.choice([-1, 1], q.nnz), q.vocab_size)
-        assert_exact(*index.search_rows(q, k=25), oracle_scores(dense, q), 25)
+        for algorithm in ("exact", "bmp"):
+            assert_exact(*index.search_rows(q, k=25, algorithm=algorithm), oracle_scores(dense, q), 25)
 
 
 def test_document_duplicates_summed_and_non_positive_dropped(tmp_path):
@@ -239,6 +260,7 @@ def test_quantize_uint8_kernel():
 
 
 @pytest.mark.parametrize("quantization", ["uint8", "float32"])
+@pytest.mark.usefixtures("taat_path")
 def test_batch_search_equals_single_search(tmp_path, quantization):
     rng = np.random.default_rng(11)
     docs = random_docs(rng, 300, 70, 10)
@@ -284,7 +306,7 @@ def test_save_load_round_trip(tmp_path):
     rng = np.random.default_rng(5)
     docs = random_docs(rng, 90, 50, 7)
     meta = {"encoder": {"name": "splade-tiny", "max_length": 256}, "corpus": {"name": "test"}}
-    built = SparseIndex.build(docs, make_ids(90, "é"), tmp_path / "idx", metadata=meta)
+    built = SparseIndex.build(docs, make_ids(90, "é"), tmp_path / "idx", metadata=meta, reorder=False)
     loaded = SparseIndex.load(tmp_path / "idx", verify=True)
     assert loaded.path == tmp_path / "idx"
     assert (loaded.n_docs, loaded.vocab_size, loaded.nnz) == (90, 50, built.nnz) and len(loaded) == 90
@@ -297,7 +319,8 @@ def test_save_load_round_trip(tmp_path):
     assert m["scale"] == loaded.scale and m["metadata"] == meta
     assert m["sparse"] == {"indptr": "sparse/postings.indptr.npy", "docs": "sparse/postings.docs.npy",
                            "impacts": "sparse/postings.impacts.npy"}
-    assert set(m["files"]) == {"docids.txt", *m["sparse"].values()}
+    assert set(m["files"]) == {"docids.txt", m["order"], *m["sparse"].values(), *m["forward"].values(),
+                               *m["blocks"].values()}
     for rel, info in m["files"].items():
         assert (tmp_path / "idx" / rel).stat().st_size == info["bytes"] and len(info["sha256"]) == 64
     assert loaded.size_bytes == sum(p.stat().st_size for p in (tmp_path / "idx").rglob("*") if p.is_file())

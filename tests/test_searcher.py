@@ -45,3 +45,18 @@ def test_document_and_info(mini_searcher):
 def test_load_missing_index(tmp_path):
     with pytest.raises(IndexFormatError):
         Searcher.load(tmp_path / "absent")
+
+
+def test_speeds(mini_searcher, mini_queries):
+    from lsr.searcher import SPEEDS
+
+    for q in mini_queries.values():
+        exact = mini_searcher.search(q["text"], k=10, speed="exact", with_text=False)
+        safe = mini_searcher.search(q["text"], k=10, speed="safe", with_text=False)
+        assert [(h.id, h.score) for h in safe] == [(h.id, h.score) for h in exact]
+        for speed in SPEEDS:
+            assert mini_searcher.search(q["text"], k=3, speed=speed)[0].id in q["relevant"]
+    with pytest.raises(ValueError, match="unknown speed 'warp'"):
+        mini_searcher.search("bread", speed="warp")
+    run = mini_searcher.batch_search({"q": "bread"}, k=3, speed="exact")
+    assert list(run["q"])[0] == "cook-1"

@@ -1,6 +1,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
+from lsr.index import FORMAT_VERSION
 from lsr.service import Settings, create_app
 
 
@@ -14,7 +15,7 @@ def test_health(client):
     r = client.get("/health")
     assert r.status_code == 200
     body = r.json()
-    assert body["status"] == "ok" and body["documents"] == 30 and body["format_version"] == 1
+    assert body["status"] == "ok" and body["documents"] == 30 and body["format_version"] == FORMAT_VERSION
     assert body["encoder"] == "splade-tiny"
 
 
@@ -71,3 +72,12 @@ def test_app_opens_index_from_settings(mini_index):
     with TestClient(create_app(Settings(index_path=mini_index, device="cpu"))) as c:
         assert c.get("/health").json()["documents"] == 30
         assert c.get("/openapi.json").status_code == 200
+
+
+def test_speed_knob(client):
+    exact = client.post("/search", json={"query": "glaciers carve valleys", "k": 5, "speed": "exact"}).json()
+    safe = client.get("/search", params={"q": "glaciers carve valleys", "k": 5}).json()
+    assert safe["speed"] == "safe" and exact["speed"] == "exact"
+    assert [(h["id"], h["score"]) for h in safe["hits"]] == [(h["id"], h["score"]) for h in exact["hits"]]
+    r = client.post("/search", json={"query": "bread", "speed": "warp"})
+    assert r.status_code == 422 and "speed:" in r.json()["error"]

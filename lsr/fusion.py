@@ -1,0 +1,152 @@
+"""Fusion of ranked runs from several retrievers (hybrid retrieval).
+
+A run is ``{query_id: {doc_id: score}}`` (what :meth:`lsr.Searcher.batch_search` returns, and what ranx,
+ir-measures and pytrec_eval take). Every function here is pure: it reads runs and returns a new run.
+
+* :func:`rrf`: reciprocal rank fusion (Cormack, Clarke & Buettcher, SIGIR 2009), ``sum_r w_r / (k + rank_r)``.
+* :func:`convex`: convex combination ``sum_r w_r * norm_r(score)`` of normalised scores, with the
+  normalisations studied by Bruch, Gai & Ingber ("An Analysis of Fusion Functions for Hybrid Retrieval",
+  TOIS 2023): ``"minmax"`` (per query, observed min and max), ``"zscore"`` (per query mean and standard
+  deviation) and ``"tmm"`` (theoretical min-max: the retriever's lowest possible score, e.g. 0 for SPLADE
+  and BM25 and -1 for cosine similarity, and the observed max).
+
+A document missing from one retriever's list takes that list's lowest normalised value (0 for min-max and
+theoretical min-max, the lowest z-score for z-score), as if it ranked just below the list; in RRF it adds
+nothing. Output lists are sorted by fused score, ties by document id, and cut to ``top`` when given.
+
+Example:
+    >>> from lsr.fusion import rrf, convex
+    >>> sparse = {"q1": {"a": 12.0, "b": 10.0}}
+    >>> dense = {"q1": {"b": 0.9, "c": 0.5}}
+    >>> list(rrf([sparse, dense])["q1"])
+    ['b', 'a', 'c']
+    >>> convex([sparse, dense], weights=[0.5, 0.5])["q1"]
+    {'a': 0.5, 'b': 0.5, 'c': 0.0}
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+Run = Mapping[str, Mapping[str, float]]
+
+NORMALIZATIONS = ("minmax", "zscore", "tmm")
+METHODS = ("rrf", "convex")
+
+
+def _check_runs(runs: Sequence[Run], weights: Sequence[float] | None) -> list[float]:
+    if isinstance(runs, Mapping) or not isinstance(runs, Sequence) or len(runs) == 0:
+        raise ValueError("runs must be a non-empty list of runs ({query_id: {doc_id: score}})")
+    for i, run in enumerate(runs):
+        if not isinstance(run, Mapping):
+            raise ValueError(f"run #{i} is a {type(run).__name__}, "
+                             "not a {query_id: {doc_id: score}} mapping")
+    if weights is None:
+        return [1.0 / len(runs)] * len(runs)
+    weights = [float(w) for w in weights]
+    if len(weights) != len(runs):
+        raise ValueError(f"got {len(weights)} weights for {len(runs)} runs")
+    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"weights must be finite, >= 0 and not all 0, got {weights}")
+    return weights
+
+
+def _ranked(scores: Mapping[str, float], top: int | None) -> dict[str, float]:
+    items = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    return dict(items[:top] if top is not None else items)
+
+
+def _queries(runs: Sequence[Run]) -> list[str]:
+    return list(dict.fromkeys(q for run in runs for q in run))
+
+
+def normalize(scores: Mapping[str, float], method: str = "minmax", *,
+              theoretical_min: float = 0.0) -> tuple[dict[str, float], float]:
+    """Normalise one query's scores; returns (normalised scores, value for a missing document).
+
+    Example:
+        >>> normalize({"a": 3.0, "b": 1.0, "c": 2.0})
+        ({'a': 1.0, 'b': 0.0, 'c': 0.5}, 0.0)
+    """
+    if method not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {method!r}: use one of {', '.join(NORMALIZATIONS)}")
+    if not scores:
+        return {}, 0.0
+    vals = list(scores.values())
+    if method == "zscore":
+        mean = sum(vals) / len(vals)
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
+        if std == 0.0:
+            return {d: 0.0 for d in scores}, 0.0
+        out = {d: (s - mean) / std for d, s in scores.items()}
+        return out, min(out.values())
+    hi = max(vals)
+    lo = min(vals) if method == "minmax" else float(theoretical_min)
+    if hi <= lo:  # one score, or all equal (min-max); max not above the theoretical minimum (tmm)
+        return {d: (1.0 if hi > lo or method == "minmax" else 0.0) for d in scores}, 0.0
+    return {d: (s - lo) / (hi - lo) for d, s in scores.items()}, 0.0
+
+
+def convex(runs: Sequence[Run], *, weights: Sequence[float] | None = None, normalization: str = "minmax",
+           theoretical_mins: Sequence[float] | None = None,
+           top: int | None = None) -> dict[str, dict[str, float]]:
+    """Convex combination of normalised scores (Bruch et al. 2023); weights (default equal) sum to 1.
+
+    Example:
+        >>> convex([{"q": {"a": 2.0, "b": 1.0}}, {"q": {"b": 1.0}}], weights=[0.3, 0.7])["q"]
+        {'b': 0.7, 'a': 0.3}
+    """
+    weights = _check_runs(runs, weights)
+    weights = [w / sum(weights) for w in weights]
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {normalization!r}: use one of {', '.join(NORMALIZATIONS)}")
+    mins = [0.0] * len(runs) if theoretical_mins is None else [float(m) for m in theoretical_mins]
+    if len(mins) != len(runs):
+        raise ValueError(f"got {len(mins)} theoretical minimums for {len(runs)} runs")
+    out = {}
+    for q in _queries(runs):
+        normed = [normalize(run.get(q, {}), normalization, theoretical_min=m) for run, m in zip(runs, mins)]
+        docs = dict.fromkeys(d for n, _ in normed for d in n)
+        fused = {d: sum(w * n.get(d, missing) for w, (n, missing) in zip(weights, normed)) for d in docs}
+        out[q] = _ranked(fused, top)
+    return out
+
+
+def rrf(runs: Sequence[Run], *, k: float = 60.0, weights: Sequence[float] | None = None,
+        top: int | None = None) -> dict[str, dict[str, float]]:
+    """Reciprocal rank fusion (Cormack et al. 2009): ``sum_r w_r / (k + rank)``, ranks from 1.
+
+    Weights default to 1 for every run (the original RRF).
+
+    Example:
+        >>> rrf([{"q": {"a": 9.0, "b": 1.0}}, {"q": {"b": 5.0}}], k=1)["q"]
+        {'b': 0.8333333333333333, 'a': 0.5}
+    """
+    weights = _check_runs(runs, weights if weights is not None else [1.0] * len(runs))
+    if not isinstance(k, (int, float)) or isinstance(k, bool) or not k >= 0:
+        raise ValueError(f"k must be a number >= 0, got {k!r}")
+    out = {}
+    for q in _queries(runs):
+        fused: dict[str, float] = {}
+        for w, run in zip(weights, runs):
+            for rank, d in enumerate(_ranked(run.get(q, {}), None), start=1):
+                fused[d] = fused.get(d, 0.0) + w / (k + rank)
+        out[q] = _ranked(fused, top)
+    return out
+
+
+def fuse(runs: Sequence[Run], method: str = "convex", *, weights: Sequence[float] | None = None,
+         normalization: str = "minmax", k: float = 60.0,
+         top: int | None = None) -> dict[str, dict[str, float]]:
+    """:func:`rrf` or :func:`convex` by name (what the CLI and HTTP ``fusion`` settings map to).
+
+    Example:
+        >>> fuse([{"q": {"a": 1.0}}], "rrf")["q"]
+        {'a': 0.01639344262295082}
+    """
+    if method == "rrf":
+        return rrf(runs, k=k, weights=weights, top=top)
+    if method == "convex":
+        return convex(runs, weights=weights, normalization=normalization, top=top)
+    raise ValueError(f"unknown fusion method {method!r}: use one of {', '.join(METHODS)}")

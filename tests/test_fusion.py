@@ -1,0 +1,79 @@
+"""Fusion functions against values computed by hand."""
+
+import math
+
+import pytest
+
+from lsr.fusion import convex, fuse, normalize, rrf
+
+SPARSE = {"q1": {"a": 12.0, "b": 10.0, "c": 4.0}, "q2": {"x": 3.0}}
+DENSE = {"q1": {"b": 0.9, "d": 0.7, "a": 0.5}, "q3": {"y": 0.2, "z": 0.1}}
+
+
+def test_rrf_hand_values():
+    run = rrf([SPARSE, DENSE], k=60)
+    # q1 ranks: sparse a1 b2 c3; dense b1 d2 a3
+    expected = {"a": 1 / 61 + 1 / 63, "b": 1 / 62 + 1 / 61, "c": 1 / 63, "d": 1 / 62}
+    assert list(run["q1"]) == ["b", "a", "d", "c"]
+    for d, v in expected.items():
+        assert run["q1"][d] == pytest.approx(v, rel=1e-15)
+    assert run["q2"] == {"x": 1 / 61} and list(run["q3"]) == ["y", "z"]  # queries of either run
+    assert list(run) == ["q1", "q2", "q3"]
+
+
+def test_rrf_weights_k_and_top():
+    run = rrf([SPARSE, DENSE], k=0, weights=[2.0, 1.0], top=2)
+    # k=0: sparse a=2/1, b=2/2, c=2/3; dense b=1, d=1/2, a=1/3
+    assert run["q1"] == {"a": pytest.approx(2 + 1 / 3), "b": pytest.approx(2.0)}
+
+
+def test_minmax_convex_hand_values():
+    run = convex([SPARSE, DENSE], weights=[0.25, 0.75])
+    # sparse q1 min-max: a=1, b=(10-4)/8=0.75, c=0; dense: b=1, d=(0.7-0.5)/0.4=0.5, a=0; missing -> 0
+    expected = {"a": 0.25 * 1 + 0.75 * 0, "b": 0.25 * 0.75 + 0.75 * 1, "c": 0.0, "d": 0.75 * 0.5}
+    assert list(run["q1"]) == ["b", "d", "a", "c"]
+    for d, v in expected.items():
+        assert run["q1"][d] == pytest.approx(v, rel=1e-12)
+    assert run["q2"] == {"x": pytest.approx(0.25)}  # one score: normalised to 1
+
+
+def test_zscore_and_theoretical_minmax():
+    zs, missing = normalize({"a": 1.0, "b": 2.0, "c": 3.0}, "zscore")
+    s = math.sqrt(2 / 3)
+    assert zs == {"a": pytest.approx(-1 / s), "b": pytest.approx(0.0), "c": pytest.approx(1 / s)}
+    assert missing == pytest.approx(-1 / s)
+    tmm, missing = normalize({"a": 4.0, "b": 1.0}, "tmm", theoretical_min=0.0)
+    assert tmm == {"a": 1.0, "b": 0.25} and missing == 0.0
+    tmm, _ = normalize({"a": 0.5, "b": 0.0}, "tmm", theoretical_min=-1.0)  # cosine
+    assert tmm == {"a": 1.0, "b": pytest.approx(1 / 1.5)}
+    run = convex([SPARSE, DENSE], weights=[0.5, 0.5], normalization="tmm", theoretical_mins=[0.0, -1.0])
+    # sparse /12: a=1, b=10/12, c=4/12; dense (s+1)/1.9: b=1, d=1.7/1.9, a=1.5/1.9
+    assert run["q1"]["a"] == pytest.approx(0.5 * 1 + 0.5 * 1.5 / 1.9)
+    assert run["q1"]["d"] == pytest.approx(0.5 * 1.7 / 1.9)
+    zrun = convex([SPARSE, DENSE], normalization="zscore")
+    assert zrun["q1"]["c"] < zrun["q1"]["a"]
+
+
+def test_ties_sorted_by_id_and_equal_scores():
+    run = convex([{"q": {"b": 1.0, "a": 1.0}}])
+    assert list(run["q"]) == ["a", "b"] and run["q"]["a"] == 1.0
+    assert normalize({}, "minmax") == ({}, 0.0)
+
+
+def test_fuse_dispatch_and_errors():
+    assert fuse([SPARSE, DENSE], "rrf") == rrf([SPARSE, DENSE])
+    assert fuse([SPARSE, DENSE], "convex", weights=[1, 3]) == convex([SPARSE, DENSE], weights=[0.25, 0.75])
+    with pytest.raises(ValueError, match="unknown fusion method 'max'"):
+        fuse([SPARSE], "max")
+    with pytest.raises(ValueError, match="unknown normalization"):
+        convex([SPARSE], normalization="l2")
+    with pytest.raises(ValueError, match="2 weights for 1 runs"):
+        convex([SPARSE], weights=[1, 1])
+    with pytest.raises(ValueError, match="weights must be finite"):
+        rrf([SPARSE, DENSE], weights=[-1, 1])
+    with pytest.raises(ValueError, match="non-empty list"):
+        rrf([])
+    with pytest.raises(ValueError, match="non-empty list"):
+        rrf(SPARSE)
+    with pytest.raises(ValueError, match="k must be"):
+        rrf([SPARSE], k=-1)
