@@ -100,7 +100,8 @@ def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
         raise
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -112,7 +113,7 @@ def _listed_files(folder: Path) -> dict[str, dict[str, Any]]:
     files = {}
     for p in sorted(folder.rglob("*")):
         if p.is_file() and not p.relative_to(folder).as_posix().startswith(MANIFEST):
-            files[p.relative_to(folder).as_posix()] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            files[p.relative_to(folder).as_posix()] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
     return files
 
 
@@ -182,7 +183,7 @@ def read_manifest(path: str | os.PathLike, *, verify: bool = False) -> dict[str,
         if size != expected:
             raise IndexFormatError(f"{path} is corrupted: {rel} has {size} bytes, the manifest says "
                                    f"{expected}")
-        if verify and _sha256(fpath) != info.get("sha256"):
+        if verify and sha256_file(fpath) != info.get("sha256"):
             raise IndexFormatError(f"{path} is corrupted: {rel} does not match its sha256 in the manifest")
     return manifest
 

@@ -20,7 +20,6 @@ of a small BERT, and its (batch, tokens, vocab) output is the memory hog):
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,6 +32,7 @@ from torch import nn
 
 from lsr.encoders.resolve import KNOWN_MODELS, resolve_model
 from lsr.errors import ModelNotFoundError
+from lsr.index.storage import sha256_file as _sha256
 from lsr.types import SparseBatch
 
 __all__ = ["SpladeEncoder"]
@@ -96,14 +96,6 @@ def _check_texts(texts: Any) -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__}")
     return texts
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _parent_and_attr(model: nn.Module, target: nn.Module) -> tuple[nn.Module, str] | None:
