@@ -123,7 +123,7 @@ class BM25Encoder:
     def _token_ids(self, texts: Sequence[str], *, grow: bool = False) -> list[list[int]]:
         if self._porter is not None:
             return [self._porter.ids(t, grow=grow) for t in texts]
-        enc = self._tokenizer(list(texts), add_special_tokens=False, truncation=False,
+        enc = self._tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False,
                               return_attention_mask=False, return_token_type_ids=False)
         return enc["input_ids"]
 

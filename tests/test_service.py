@@ -81,3 +81,25 @@ def test_speed_knob(client):
     assert [(h["id"], h["score"]) for h in safe["hits"]] == [(h["id"], h["score"]) for h in exact["hits"]]
     r = client.post("/search", json={"query": "bread", "speed": "warp"})
     assert r.status_code == 422 and "speed:" in r.json()["error"]
+
+
+def test_modes_and_fusion(client, mini_searcher):
+    body = client.post("/search", json={"query": "glaciers carve valleys", "k": 5}).json()
+    assert body["mode"] == "hybrid" and body["fusion"]["method"] == "convex"
+    assert body["fusion"]["weights"] == {"sparse": 1.0, "dense": 1.0, "bm25": 1.0}
+    for mode in ("sparse", "dense", "bm25"):
+        r = client.post("/search", json={"query": "glaciers carve valleys", "k": 5, "mode": mode}).json()
+        expected = mini_searcher.search("glaciers carve valleys", k=5, mode=mode, with_text=False)
+        assert r["mode"] == mode and r["fusion"] is None
+        assert [h["id"] for h in r["hits"]] == [h.id for h in expected]
+    g = client.get("/search", params={"q": "glaciers carve valleys", "k": 5, "mode": "bm25"}).json()
+    assert g["mode"] == "bm25"
+    fusion = {"method": "rrf", "weights": {"sparse": 1, "dense": 1}}
+    r = client.post("/search", json={"query": "glaciers carve valleys", "k": 5, "fusion": fusion}).json()
+    assert r["fusion"]["method"] == "rrf" and r["fusion"]["weights"] == {"sparse": 1.0, "dense": 1.0}
+    expected = mini_searcher.search("glaciers carve valleys", k=5, fusion=fusion, with_text=False)
+    assert [h["id"] for h in r["hits"]] == [h.id for h in expected]
+    for bad, fragment in (({"mode": "colbert"}, "mode"), ({"fusion": {"method": "max"}}, "fusion method"),
+                          ({"fusion": {"weights": {"splade": 1}}}, "unknown retriever")):
+        r = client.post("/search", json={"query": "bread", **bad})
+        assert r.status_code == 422 and fragment in r.json()["error"], r.json()
