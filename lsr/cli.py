@@ -134,7 +134,9 @@ def _cmd_search(a) -> int:
     if a.json:
         out = {"query": a.query, "mode": mode, "took_ms": round(took, 3), "hits": [h.to_dict() for h in hits]}
         if mode == "hybrid":
-            out["fusion"] = a.fusion or searcher.default_fusion
+            from lsr.hybrid import check_fusion
+
+            out["fusion"] = check_fusion(a.fusion or searcher.default_fusion, searcher.retrievers)
         print(json.dumps(out, ensure_ascii=False))
         return 0
     for h in hits:

@@ -107,3 +107,22 @@ def test_bad_block_size_exit_2(tmp_path):
     r = _run("index", "--corpus", str(MINI_CORPUS), "--out", str(tmp_path / "i"), "--block-size", "4")
     assert r.returncode == 2 and "between 8 and 256" in r.stderr
     assert not (tmp_path / "i").exists()
+
+
+def test_search_modes_and_fusion(built, capsys):
+    for mode in ("hybrid", "sparse", "dense", "bm25"):
+        assert main(["search", "--index", str(built), "why does a volcano erupt lava", "--mode", mode,
+                     "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["mode"] == mode and out["hits"][0]["id"] == "geo-1"
+        assert ("fusion" in out) == (mode == "hybrid")
+    assert main(["search", "--index", str(built), "volcano", "--fusion", '{"method": "rrf"}', "--json"]) == 0
+    fusion = json.loads(capsys.readouterr().out)["fusion"]
+    assert fusion["method"] == "rrf" and fusion["weights"] == {"sparse": 1.0, "dense": 1.0, "bm25": 1.0}
+    assert main(["search", "--index", str(built), "volcano", "--fusion", '{"method": "max"}']) == 2
+    assert "fusion method must be one of" in capsys.readouterr().err
+
+
+def test_bad_fusion_json_exit_2(tmp_path):
+    r = _run("search", "--index", str(tmp_path), "q", "--fusion", "{not json")
+    assert r.returncode == 2 and "not valid JSON" in r.stderr
