@@ -69,6 +69,7 @@ def rerank(searcher, hits: Any, scorer: Callable[[str, list[str]], Sequence[floa
     """Re-score each query's candidates with ``scorer(query, texts)``; a new DataFrame, ranked by it.
 
     ``hits`` is a :func:`retrieve` DataFrame (``text`` is fetched from the document store when absent);
+    the scorer sees ``title + " " + text`` where there is a title (what the encoders saw at indexing);
     ``top`` keeps only each query's ``top`` best candidates before re-scoring.
     """
     import pandas as pd
@@ -84,7 +85,10 @@ def rerank(searcher, hits: Any, scorer: Callable[[str, list[str]], Sequence[floa
         df = _with_text(searcher, df)
     parts = []
     for qid, group in df.groupby("qid", sort=False):
-        scores = np.asarray(scorer(str(group["query"].iloc[0]), group["text"].tolist()), dtype=np.float64)
+        texts = group["text"].astype(str).tolist()
+        if "title" in group.columns:  # what the encoders saw at indexing: title and text joined
+            texts = [f"{t} {x}".strip() if t else x for t, x in zip(group["title"].astype(str), texts)]
+        scores = np.asarray(scorer(str(group["query"].iloc[0]), texts), dtype=np.float64)
         if scores.shape != (len(group),):
             raise ValueError(f"scorer returned {scores.shape} scores for {len(group)} candidates of "
                              f"query {qid}")
@@ -96,10 +100,21 @@ def rerank(searcher, hits: Any, scorer: Callable[[str, list[str]], Sequence[floa
     return pd.concat(parts, ignore_index=True) if parts else df.iloc[0:0].copy()
 
 
-def dense_scorer(encoder, *, batch_size: int = 64) -> Callable[[str, list[str]], np.ndarray]:
-    """A scorer for :func:`rerank`: cosine of the dense encoder's query and passage vectors."""
+def dense_scorer(encoder, *, batch_size: int = 64, cache_size: int = 100_000
+                 ) -> Callable[[str, list[str]], np.ndarray]:
+    """A scorer for :func:`rerank`: cosine of the dense encoder's query and passage vectors.
+
+    Passage vectors are cached by text (up to ``cache_size``), since candidates recur across queries.
+    """
+    cache: dict[str, np.ndarray] = {}
+
     def score(query: str, texts: list[str]) -> np.ndarray:
         q = encoder.encode([query])[0]
-        return encoder.encode(texts, batch_size=batch_size) @ q
+        todo = list(dict.fromkeys(t for t in texts if t not in cache))
+        if todo:
+            if len(cache) + len(todo) > cache_size:
+                cache.clear()
+            cache.update(zip(todo, encoder.encode(todo, batch_size=batch_size)))
+        return np.stack([cache[t] for t in texts]) @ q if texts else np.zeros(0, np.float32)
 
     return score

@@ -90,7 +90,8 @@ def test_retrieve_dataframe_and_rerank(mini_searcher):
     # a toy scorer: shorter passages first
     reranked = mini_searcher.rerank(df, lambda query, texts: [-len(t) for t in texts])
     for _, g in reranked.groupby("qid"):
-        texts = [mini_searcher.document(d).text for d in g["docno"]]
+        docs = [mini_searcher.document(d) for d in g["docno"]]
+        texts = [f"{d.title} {d.text}".strip() for d in docs]  # the scorer sees title and text
         assert [len(t) for t in texts] == sorted(len(t) for t in texts)
         assert g["rank"].tolist() == list(range(len(g)))
     with pytest.raises(ValueError, match="scorer returned"):
@@ -118,3 +119,17 @@ def test_tune_fusion_writes_the_default(mini_index, mini_queries, tmp_path):
     tuned = Searcher.load(idx, device="cpu")
     assert tuned.default_fusion["weights"] == fusion["weights"]
     assert main(["tune-fusion", "--index", str(idx), "--queries", str(qrels), "--qrels", str(qrels)]) == 2
+
+
+def test_dense_rerank_of_sparse_candidates_matches_dense_scores(mini_searcher):
+    from lsr.pipeline import dense_scorer
+
+    enc = mini_searcher.sides["dense"][1]
+    df = mini_searcher.retrieve({"q": "glaciers carve valleys"}, k=8, mode="sparse", text=True)
+    out = mini_searcher.rerank(df, dense_scorer(enc))
+    content = [f"{t} {x}".strip() for t, x in zip(df["title"], df["text"])]
+    cos = enc.encode(content) @ enc.encode(["glaciers carve valleys"])[0]
+    expected = df["docno"].to_numpy()[np.argsort(-cos, kind="stable")].tolist()
+    assert out["docno"].tolist() == expected
+    np.testing.assert_allclose(out["score"].to_numpy(), np.sort(cos)[::-1], rtol=1e-5)
+    assert set(out["docno"]) == set(df["docno"])  # re-scoring, not re-retrieval
