@@ -35,6 +35,7 @@ from lsr.errors import IndexFormatError
 from lsr.index import _bmp as B
 from lsr.index import _bmp_build as BB
 from lsr.index import _kernels as K
+from lsr.index._pool import BufferPool as _BufferPool
 from lsr.index.storage import atomic_folder, load_array, read_manifest, save_array, write_manifest
 from lsr.types import SparseBatch
 
@@ -84,31 +85,6 @@ TAAT_MAX_POSTINGS = 1 << 18
 # least DENSE_TAAT x the documents.
 DENSE_TAAT = 0.25
 U16_DOCS = 1 << 16  # collections up to this size store postings' document numbers in 16 bits
-
-
-class _BufferPool:
-    """Reusable search buffers, one set per concurrent search, made by ``make()``.
-
-    The kernels leave a set as they found it (score buffers zeroed, query tables cleared), so it goes back
-    to the pool as is; at most ``keep`` idle sets are retained (more concurrent searches make temporary ones).
-    """
-
-    def __init__(self, make: Any, keep: int) -> None:
-        self._make = make
-        self._keep = keep
-        self._free: list[tuple[np.ndarray, ...]] = []
-        self._lock = threading.Lock()
-
-    def take(self) -> tuple[np.ndarray, ...]:
-        with self._lock:
-            if self._free:
-                return self._free.pop()
-        return self._make()
-
-    def give(self, buffers: tuple[np.ndarray, ...]) -> None:
-        with self._lock:
-            if len(self._free) < self._keep:
-                self._free.append(buffers)
 
 
 def _doc_dtype(n_docs: int) -> type:
