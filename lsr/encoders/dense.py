@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from lsr.encoders._hf import load_error, quiet_hf, weights_file
 from lsr.encoders.resolve import KNOWN_MODELS, resolve_model
-from lsr.encoders.splade import _WEIGHT_FILES, _check_int, _check_texts, _resolve_device, _sha256
-from lsr.errors import ModelNotFoundError
+from lsr.encoders.splade import _check_int, _check_texts, _resolve_device, _sha256
 
 __all__ = ["DenseEncoder"]
 
@@ -61,31 +60,17 @@ class DenseEncoder:
         Raises :class:`ModelNotFoundError` (one line) when the model cannot be found or loaded.
         """
         from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
         max_length = _check_int("max_length", max_length, 8)
         dev = _resolve_device(device)
         name = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else name_or_path
         path = resolve_model(name_or_path)
-        verbosity = hf_logging.get_verbosity()
-        bar_was_on = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModel.from_pretrained(path)
-        except (OSError, ValueError, KeyError) as e:
-            if os.path.isdir(path):
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ModelNotFoundError(f"cannot load the model in folder {path!r}: {first}") from None
-            raise ModelNotFoundError(
-                f"model {name!r} is not a known alias ({', '.join(sorted(KNOWN_MODELS))}) nor a local "
-                f"folder, and could not be loaded from the Hugging Face Hub (offline, or unknown name): "
-                f"pass a folder with config.json and the weights, or use {_install_hint()}") from None
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            if bar_was_on:
-                hf_logging.enable_progress_bar()
+        with quiet_hf():
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(path)
+                model = AutoModel.from_pretrained(path)
+            except (OSError, ValueError, KeyError) as e:
+                raise load_error(e, name, path, _install_hint()) from None
         positions = getattr(model.config, "max_position_embeddings", None)
         if isinstance(positions, int) and positions > 0:
             max_length = min(max_length, positions)
@@ -108,8 +93,7 @@ class DenseEncoder:
 
     def describe(self) -> dict:
         """JSON-able facts about the model, stored in index manifests."""
-        folder = Path(self._path)
-        weights = next((folder / f for f in _WEIGHT_FILES if (folder / f).is_file()), None)
+        weights = weights_file(self._path)
         if weights is not None and self._sha256 is None:
             self._sha256 = _sha256(weights)
         return {"name": self._name, "path": self._path, "dim": self._dim, "max_length": self._max_length,

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lsr.encoders._hf import load_error, quiet_hf, weights_file
 from lsr.encoders.resolve import KNOWN_MODELS, resolve_model
 from lsr.errors import ModelNotFoundError
 from lsr.index.storage import sha256_file as _sha256
@@ -39,8 +40,6 @@ __all__ = ["SpladeEncoder"]
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
            "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
-                 "pytorch_model.bin.index.json")
 _MLM_ARCHITECTURES = ("ForMaskedLM", "ForPreTraining", "MaskedLM")
 _PROBE = "Sparse lexical retrieval expands a query: SPLADE weights vocabulary terms."
 POOLING = "splade-max: max over tokens of log1p(relu(mlm_logits))"
@@ -162,40 +161,26 @@ class SpladeEncoder:
         model cannot be found or loaded.
         """
         from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
         max_length = _check_int("max_length", max_length, 8)
         dev = _resolve_device(device)
         torch_dtype = _resolve_dtype(dtype)
         name = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else name_or_path
         path = resolve_model(name_or_path)
-        local = os.path.isdir(path)
-        bar_was_on = hf_logging.is_progress_bar_enabled()
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()  # a head that fails to load is reported below, in one line
-        try:
-            config = AutoConfig.from_pretrained(path)
-            architectures = list(getattr(config, "architectures", None) or [])
-            if architectures and not any(a.endswith(_MLM_ARCHITECTURES) for a in architectures):
-                raise ModelNotFoundError(
-                    f"model {name!r} at {path!r} is a {'/'.join(architectures)}, not a masked-language "
-                    f"model: SPLADE needs an MLM head (e.g. {_install_hint()})")
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model, info = AutoModelForMaskedLM.from_pretrained(path, config=config, dtype=torch_dtype,
-                                                               output_loading_info=True)
-        except (OSError, ValueError, KeyError) as e:
-            if local:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ModelNotFoundError(f"cannot load the model in folder {path!r}: {first}") from None
-            raise ModelNotFoundError(
-                f"model {name!r} is not a known alias ({', '.join(sorted(KNOWN_MODELS))}) nor a local "
-                f"folder, and could not be loaded from the Hugging Face Hub (offline, or unknown name): "
-                f"pass a folder with config.json and the weights, or use {_install_hint()}") from None
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            if bar_was_on:
-                hf_logging.enable_progress_bar()
+        # quiet: a head that fails to load is reported below, in one line
+        with quiet_hf():
+            try:
+                config = AutoConfig.from_pretrained(path)
+                architectures = list(getattr(config, "architectures", None) or [])
+                if architectures and not any(a.endswith(_MLM_ARCHITECTURES) for a in architectures):
+                    raise ModelNotFoundError(
+                        f"model {name!r} at {path!r} is a {'/'.join(architectures)}, not a masked-language "
+                        f"model: SPLADE needs an MLM head (e.g. {_install_hint()})")
+                tokenizer = AutoTokenizer.from_pretrained(path)
+                model, info = AutoModelForMaskedLM.from_pretrained(path, config=config, dtype=torch_dtype,
+                                                                   output_loading_info=True)
+            except (OSError, ValueError, KeyError) as e:
+                raise load_error(e, name, path, _install_hint()) from None
         missing = [k for k in (info or {}).get("missing_keys", ()) if k and not k.endswith("position_ids")]
         if missing:
             raise ModelNotFoundError(
@@ -267,11 +252,8 @@ class SpladeEncoder:
         return self._tokenizer
 
     def _weights(self) -> Path | None:
-        if self._weights_file is None and os.path.isdir(self._path):
-            for fname in _WEIGHT_FILES:
-                if (Path(self._path) / fname).is_file():
-                    self._weights_file = Path(self._path) / fname
-                    break
+        if self._weights_file is None:
+            self._weights_file = weights_file(self._path)
         return self._weights_file
 
     def describe(self) -> dict:
