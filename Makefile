@@ -19,7 +19,7 @@ $(BIN)/python:
 # torch first: the pinned CPU wheel lies on local disk; any other spec may pull a multi-GB CUDA build.
 $(VENV)/.deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q "torch==2.13.0" -e ".[serve,models,dev]" --config-settings editable_mode=strict
+	$(BIN)/pip install -q "torch==2.13.0" -e ".[serve,models,beir,dev]" --config-settings editable_mode=strict
 	touch $@
 
 # strict editable installs link files one by one: re-link when a source file appears or changes.

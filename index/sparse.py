@@ -443,6 +443,12 @@ class SparseIndex:
         """Input position of every internal row: row i was ``docs`` row ``order[i]`` at build (read-only)."""
         return self._order
 
+    def forward(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Document vectors as read-only CSR ``(indptr, terms, impacts)`` over internal rows (``ids[row]``);
+        impacts times :attr:`scale` are weights. For exports (``lsr export``)."""
+        f_indptr, f_terms, f_impacts = self._bmp[:3]
+        return f_indptr, f_terms, f_impacts
+
     @property
     def nnz(self) -> int:
         """Number of postings."""

@@ -1,4 +1,5 @@
-"""The ``lsr`` command: ``index``, ``search``, ``serve`` and ``demo``, each a thin call into the library."""
+"""The ``lsr`` command: ``index``, ``search``, ``serve``, ``demo``, ``eval``, ``export``, ``tune-fusion``:
+each a thin call into the library."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from lsr.beir import read_queries
 from lsr.errors import LsrError
 from lsr.searcher import DEFAULT_SPEED, SPEEDS
 
@@ -101,6 +103,19 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=_positive, default=8000)
     sv.add_argument("--model", default=None)
 
+    from lsr.eval import add_arguments as eval_arguments
+
+    eval_arguments(sub.add_parser("eval", help="BEIR evaluation of every mode, with Pyserini baselines"))
+
+    ex = sub.add_parser("export", help="write an index's SPLADE vectors for another engine")
+    ex.add_argument("--index", required=True, help="index folder")
+    ex.add_argument("--format", choices=["pyserini"], default="pyserini",
+                    help="pyserini: Anserini JsonVectorCollection (integer impacts, -impact -pretokenized)")
+    ex.add_argument("--out", required=True, help="folder to write (docs/part-*.jsonl and export.json)")
+    ex.add_argument("--queries", default=None,
+                    help="also encode queries (JSONL {_id, text}) into OUT/queries.tsv (Anserini TsvString)")
+    ex.add_argument("--overwrite", action="store_true")
+
     de = sub.add_parser("demo", help="index the built-in demo corpus (stdlib docs) and serve it")
     de.add_argument("--out", default=str(DEFAULT_DEMO_DIR), help="where the demo index lives")
     de.add_argument("--host", default="127.0.0.1")
@@ -164,21 +179,37 @@ def _serve(index: str | Path, host: str, port: int, model: str | None = None) ->
     return 0
 
 
-def read_queries(path: str | Path) -> dict[str, str]:
-    """Queries JSONL (BEIR: one {"_id", "text"} per line) -> {query_id: text}; ValueError names the line."""
-    out = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                qid = str(obj.get("_id", obj.get("id")))
-                text = obj["text"]
-            except (json.JSONDecodeError, KeyError, AttributeError):
-                raise ValueError(f"{path}:{n}: expected a JSON object with _id and text") from None
-            out[qid] = str(text)
-    return out
+def _cmd_export(a) -> int:
+    from lsr.export import export_pyserini, lucene_queries, vocabulary
+    from lsr.index import SparseIndex
+
+    index = SparseIndex.load(a.index)
+    name = index.manifest.get("metadata", {}).get("encoder", {}).get("name")
+    if not name:
+        raise LsrError(f"{a.index}: the manifest names no encoder")
+    tokens = vocabulary(name, index.vocab_size)
+    queries = read_queries(a.queries) if a.queries else None  # bad queries fail before anything is written
+    summary = export_pyserini(index, a.out, tokens=tokens, overwrite=a.overwrite)
+    print(f"exported {summary.documents:,} documents, {summary.postings:,} postings "
+          f"-> {summary.path / 'docs'}")
+    if queries:
+        from lsr.encoders import SpladeEncoder
+
+        encoder = SpladeEncoder.from_pretrained(name)
+        qids = list(queries)
+        vectors = lucene_queries(encoder.encode_queries([queries[q] for q in qids]), tokens)
+        with open(summary.path / "queries.tsv", "w", encoding="utf-8") as f:
+            for qid, vec in zip(qids, vectors):
+                f.write(qid + "\t" + " ".join(" ".join([t] * w) for t, w in vec.items()) + "\n")
+        print(f"encoded {len(qids):,} queries -> {summary.path / 'queries.tsv'} "
+              f"(SearchCollection -topicReader TsvString -impact -pretokenized)")
+    return 0
+
+
+def _cmd_eval(a) -> int:
+    from lsr.eval import run_from_args
+
+    return run_from_args(a)
 
 
 def _cmd_tune(a) -> int:
@@ -238,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     handlers = {"index": _cmd_index, "search": _cmd_search, "demo": _cmd_demo, "tune-fusion": _cmd_tune,
+                "eval": _cmd_eval, "export": _cmd_export,
                 "serve": lambda a: _serve(a.index, a.host, a.port, a.model)}
     try:
         return handlers[args.command](args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Mapping
 
@@ -110,35 +111,48 @@ class Searcher:
         return mode
 
     def _retrieve(self, mode: str, texts: list[str], k: int, speed: str, threads: int | None,
-                  batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(ids, scores) per text from one retriever."""
+                  batch_size: int, timings: dict | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(ids, scores) per text from one retriever; encode and search seconds added to ``timings``."""
         params = speed_params(speed)
+        t0 = time.perf_counter()
         if mode == "sparse":
             vectors = self._require_encoder().encode_queries(texts, batch_size=batch_size)
-            return self.index.batch_search(vectors, k=k, threads=threads, **params)
-        index, encoder = self.sides[mode]
-        if encoder is None:
-            raise RuntimeError(f"this Searcher was opened without the {mode} encoder")
-        if mode == "bm25":
-            return index.batch_search(encoder.encode_queries(texts), k=k, threads=threads, **params)
-        scores, rows = index.search(encoder.encode(texts, batch_size=batch_size), k=k)
-        ids = self.index.ids
-        return [(ids[r[r >= 0]], s[r >= 0]) for s, r in zip(scores, rows)]
+            t1 = time.perf_counter()
+            out = self.index.batch_search(vectors, k=k, threads=threads, **params)
+        else:
+            index, encoder = self.sides[mode]
+            if encoder is None:
+                raise RuntimeError(f"this Searcher was opened without the {mode} encoder")
+            if mode == "bm25":
+                vectors = encoder.encode_queries(texts)
+                t1 = time.perf_counter()
+                out = index.batch_search(vectors, k=k, threads=threads, **params)
+            else:
+                dense = encoder.encode(texts, batch_size=batch_size)
+                t1 = time.perf_counter()
+                scores, rows = index.search(dense, k=k)
+                ids = self.index.ids
+                out = [(ids[r[r >= 0]], s[r >= 0]) for s, r in zip(scores, rows)]
+        if timings is not None:
+            timings["encode_seconds"] = timings.get("encode_seconds", 0.0) + t1 - t0
+            timings["search_seconds"] = timings.get("search_seconds", 0.0) + time.perf_counter() - t1
+        return out
 
     def _search_texts(self, texts: list[str], k: int, mode: str, fusion: dict | None, speed: str,
-                      threads: int | None = None,
-                      batch_size: int = 64) -> list[tuple[np.ndarray, np.ndarray]]:
+                      threads: int | None = None, batch_size: int = 64,
+                      timings: dict | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         if mode != "hybrid":
-            return self._retrieve(mode, texts, k, speed, threads, batch_size)
+            return self._retrieve(mode, texts, k, speed, threads, batch_size, timings)
         fusion = check_fusion(fusion if fusion is not None else default_fusion(self.index.manifest),
                               self.retrievers)
         depth = max(k, fusion["depth"])
         names = [n for n, w in fusion["weights"].items() if w > 0]
         runs = []
         for name in names:
-            res = self._retrieve(name, texts, depth, speed, threads, batch_size)
+            res = self._retrieve(name, texts, depth, speed, threads, batch_size, timings)
             runs.append({str(i): dict(zip(ids.tolist(), sc.tolist())) for i, (ids, sc) in enumerate(res)})
         weights = [fusion["weights"][n] for n in names]
+        t0 = time.perf_counter()
         if fusion["method"] == "rrf":
             fused = rrf(runs, k=fusion.get("k", 60.0), weights=weights, top=k)
         else:
@@ -148,6 +162,8 @@ class Searcher:
         for i in range(len(texts)):
             hits = fused.get(str(i), {})
             out.append((np.array(list(hits), dtype=object), np.array(list(hits.values()), np.float32)))
+        if timings is not None:  # fusion counts as search time
+            timings["search_seconds"] = timings.get("search_seconds", 0.0) + time.perf_counter() - t0
         return out
 
     # -- queries -------------------------------------------------------------------------------
@@ -195,10 +211,11 @@ class Searcher:
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000, *, mode: str | None = None,
                      fusion: dict | None = None, speed: str = DEFAULT_SPEED, batch_size: int = 64,
-                     threads: int | None = None) -> dict[str, dict[str, float]]:
+                     threads: int | None = None, timings: dict | None = None) -> dict[str, dict[str, float]]:
         """Run many queries: ``{qid: text}`` → ``{qid: {doc_id: score}}`` (ranx, ir-measures, pytrec_eval).
 
-        ``mode`` and ``fusion`` as in :meth:`search`.
+        ``mode`` and ``fusion`` as in :meth:`search`. A ``timings`` dict, when given, receives the seconds
+        spent encoding queries (``encode_seconds``) and searching and fusing (``search_seconds``).
         """
         if not isinstance(queries, Mapping):
             raise TypeError("queries must be a mapping {query_id: text}")
@@ -209,7 +226,7 @@ class Searcher:
         if not qids:
             return {}
         results = self._search_texts([str(queries[q]) for q in qids], k, mode, fusion, speed, threads,
-                                     batch_size)
+                                     batch_size, timings)
         return {qid: dict(zip([str(i) for i in ids], scores.tolist())) for qid, (ids, scores)
                 in zip(qids, results)}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    from lsr.cli import read_queries
+    from lsr.beir import read_queries
     from lsr.evaluation import evaluate, read_qrels
     from lsr.searcher import Searcher
     from lsr.tuning import tune_fusion

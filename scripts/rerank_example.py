@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    from lsr.cli import read_queries
+    from lsr.beir import read_queries
     from lsr.encoders import DenseEncoder
     from lsr.evaluation import evaluate, read_qrels
     from lsr.pipeline import dense_scorer

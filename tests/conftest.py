@@ -40,3 +40,21 @@ def mini_searcher(mini_index):
     from lsr.searcher import Searcher
 
     return Searcher.load(mini_index, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def mini_beir(tmp_path_factory, mini_queries) -> Path:
+    """The fixture corpus as a BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv)."""
+    folder = tmp_path_factory.mktemp("beir") / "mini"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_bytes(MINI_CORPUS.read_bytes())
+    with open(folder / "queries.jsonl", "w") as f:
+        for qid, q in mini_queries.items():
+            f.write(json.dumps({"_id": qid, "text": q["text"]}) + "\n")
+        f.write(json.dumps({"_id": "q-unjudged", "text": "a query without judgements"}) + "\n")
+    with open(folder / "qrels" / "test.tsv", "w") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for qid, q in mini_queries.items():
+            for doc in q["relevant"]:
+                f.write(f"{qid}\t{doc}\t1\n")
+    return folder
