@@ -327,3 +327,16 @@ def search_range(p_indptr, p_docs, p_impacts, scale, q_indptr, q_terms, q_weight
         terms, weights = prepare_query(q_terms[a:b], q_weights[a:b], vocab, scale)
         counts[q] = exact_topk(p_indptr, p_docs, p_impacts, terms, weights, k, dense_ratio, acc, touched,
                                out_rows[q], out_scores[q])
+
+
+@njit(cache=True, nogil=True)
+def score_rows(f_indptr, f_terms, f_impacts, q_table, rows, out):
+    """Exact scores of chosen documents from the doc-major forward index (dot products, as in TAAT)."""
+    for i in range(rows.size):
+        r = rows[i]
+        s = np.float32(0.0)
+        for j in range(f_indptr[r], f_indptr[r + 1]):
+            w = q_table[f_terms[j]]
+            if w != 0.0:
+                s += w * np.float32(f_impacts[j])
+        out[i] = s

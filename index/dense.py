@@ -137,6 +137,15 @@ class DenseIndex:
         D, indices = self._index.search(q, k, params=params)
         return D, indices
 
+    def vectors(self, rows: Any) -> np.ndarray:
+        """The stored vectors of ``rows`` (float32, (len(rows), dim)): exact scoring of chosen documents."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"rows must lie in [0, {len(self)})")
+        if self.kind == "ivf":
+            self._index.make_direct_map()  # IVF lists are not addressable by row until mapped
+        return self._index.reconstruct_batch(rows) if rows.size else np.zeros((0, self.dim), np.float32)
+
     def save(self, folder: str | os.PathLike) -> dict[str, str]:
         """Write into ``folder`` (``dense/faiss.index`` + ``dense/dense.json``); returns the file names."""
         faiss = _faiss()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from lsr.errors import IndexFormatError
+from lsr.explain import row_lookup, rows_of, score_rows, term_contributions, top_k
 from lsr.fusion import convex, rrf
 from lsr.hybrid import MODES, THEORETICAL_MIN, check_fusion, default_fusion, load_sides
 from lsr.types import Hit, SparseBatch
@@ -54,6 +56,7 @@ class Searcher:
         self.docstore = docstore
         #: {"dense": (DenseIndex, DenseEncoder), "bm25": (SparseIndex, BM25Encoder)}, where built
         self.sides = dict(sides or {})
+        self._lookups: dict[str, dict[str, int]] = {}
 
     @classmethod
     def load(cls, path: str | Path, *, model: str | None = None, device: str = "auto",
@@ -139,9 +142,14 @@ class Searcher:
         return out
 
     def _search_texts(self, texts: list[str], k: int, mode: str, fusion: dict | None, speed: str,
-                      threads: int | None = None, batch_size: int = 64,
-                      timings: dict | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+                      threads: int | None = None, batch_size: int = 64, timings: dict | None = None,
+                      allowed: list[str] | None = None, parts: dict | None = None
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Hits per text. ``allowed``: score only these ids (exactly); ``parts`` receives each retriever's
+        hybrid run ``{name: [{doc: score}, ...]}``."""
         if mode != "hybrid":
+            if allowed is not None:
+                return self._retrieve_allowed(mode, texts, k, allowed, batch_size)
             return self._retrieve(mode, texts, k, speed, threads, batch_size, timings)
         fusion = check_fusion(fusion if fusion is not None else default_fusion(self.index.manifest),
                               self.retrievers)
@@ -149,8 +157,11 @@ class Searcher:
         names = [n for n, w in fusion["weights"].items() if w > 0]
         runs = []
         for name in names:
-            res = self._retrieve(name, texts, depth, speed, threads, batch_size, timings)
+            res = (self._retrieve(name, texts, depth, speed, threads, batch_size, timings) if allowed is None
+                   else self._retrieve_allowed(name, texts, depth, allowed, batch_size))
             runs.append({str(i): dict(zip(ids.tolist(), sc.tolist())) for i, (ids, sc) in enumerate(res)})
+            if parts is not None:
+                parts[name] = [runs[-1].get(str(i), {}) for i in range(len(texts))]
         weights = [fusion["weights"][n] for n in names]
         t0 = time.perf_counter()
         if fusion["method"] == "rrf":
@@ -164,6 +175,60 @@ class Searcher:
             out.append((np.array(list(hits), dtype=object), np.array(list(hits.values()), np.float32)))
         if timings is not None:  # fusion counts as search time
             timings["search_seconds"] = timings.get("search_seconds", 0.0) + time.perf_counter() - t0
+        return out
+
+    def _lookup(self, name: str) -> dict[str, int]:
+        """{id: internal row} of the sparse index (whose rows the dense side shares) or the BM25 side."""
+        key = "bm25" if name == "bm25" else "sparse"
+        if key not in self._lookups:
+            self._lookups[key] = row_lookup((self.sides["bm25"][0] if key == "bm25" else self.index).ids)
+        return self._lookups[key]
+
+    def _retrieve_allowed(self, mode: str, texts: list[str], k: int, allowed: list[str],
+                          batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(ids, scores) per text among the ``allowed`` ids only, scored exactly."""
+        rows = rows_of(self._lookup(mode), allowed)
+        out = []
+        if mode == "dense":
+            index, encoder = self.sides["dense"]
+            vecs = index.vectors(rows)
+            for q in encoder.encode(texts, batch_size=batch_size):
+                r, s = top_k(rows, vecs @ q, k, positive=False)
+                out.append((self.index.ids[r], s))
+            return out
+        if mode == "sparse":
+            index, vectors = self.index, self._require_encoder().encode_queries(texts, batch_size=batch_size)
+        else:
+            index, vectors = self.sides["bm25"][0], self.sides["bm25"][1].encode_queries(texts)
+        for i in range(len(texts)):
+            r, s = top_k(rows, score_rows(index, vectors.row(i), rows), k)
+            out.append((index.ids[r], s))
+        return out
+
+    def _explain(self, query: str, mode: str, hits: list[Hit], parts: dict | None) -> list[Hit]:
+        """The hits with their ``explanation``: matched terms (sparse, or BM25 in bm25 mode) and, for hybrid,
+        each retriever's score and rank."""
+        name = "bm25" if mode == "bm25" else "sparse"
+        index = None  # dense scores have no terms to show
+        if mode in ("sparse", "hybrid") and self.encoder is not None and \
+                (mode == "sparse" or "sparse" in (parts or {})):
+            index, vector, decode = self.index, self.encoder.encode_queries([query]), \
+                self.encoder.tokenizer.convert_ids_to_tokens
+        elif mode == "bm25":
+            index, encoder = self.sides["bm25"]
+            vector, decode = encoder.encode_queries([query]), encoder.decode_terms
+        lookup = self._lookup(name) if index is not None else {}
+        ranks = {n: {d: (s, r) for r, (d, s) in enumerate(sorted(run[0].items(), key=lambda x: (-x[1], x[0])),
+                                                            start=1)} for n, run in (parts or {}).items()}
+        out = []
+        for h in hits:
+            ex: dict = {}
+            if index is not None and h.id in lookup:
+                ex["terms"] = term_contributions(index, vector, lookup[h.id], decode)
+            if mode == "hybrid":
+                ex["retrievers"] = {n: ({"score": r[h.id][0], "rank": r[h.id][1]} if h.id in r else None)
+                                    for n, r in ranks.items()}
+            out.append(dataclasses.replace(h, explanation=ex))
         return out
 
     # -- queries -------------------------------------------------------------------------------
@@ -183,13 +248,17 @@ class Searcher:
         return self._require_encoder().encode_queries(queries)
 
     def search(self, query: str, k: int = 10, *, mode: str | None = None, fusion: dict | None = None,
-               speed: str = DEFAULT_SPEED, with_text: bool = True) -> list[Hit]:
+               speed: str = DEFAULT_SPEED, with_text: bool = True, explain: bool = False,
+               filter_ids: Sequence[str] | None = None) -> list[Hit]:
         """Top ``k`` hits for one query text, best first.
 
         ``mode``: "hybrid" (default when the index has more than one retriever), "sparse", "dense" or
         "bm25"; ``fusion`` (hybrid only) e.g. ``{"method": "rrf"}`` or ``{"method": "convex",
         "weights": {"sparse": 0.6, "dense": 0.4}, "normalization": "minmax"}`` (default: the index's);
-        ``speed``: a key of :data:`SPEEDS` (sparse and BM25 sides).
+        ``speed``: a key of :data:`SPEEDS` (sparse and BM25 sides). ``explain``: each hit carries the
+        matched terms (query weight, document weight, contribution) and, for hybrid, each retriever's
+        score and rank. ``filter_ids``: only these documents can be hits (scored exactly; unknown ids
+        are ignored).
         """
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
@@ -198,10 +267,14 @@ class Searcher:
         self._check_k(k)
         speed_params(speed)
         mode = self._check_mode(mode)
-        if mode == "sparse":
+        allowed = None if filter_ids is None else [str(i) for i in filter_ids]
+        if mode == "sparse" and allowed is None and not explain:
             return self.search_vector(self.encode([query]), k, speed=speed, with_text=with_text)
-        ids, scores = self._search_texts([query], k, mode, fusion, speed, threads=1)[0]
-        return self._hits(ids, scores, with_text)
+        parts: dict = {}
+        ids, scores = self._search_texts([query], k, mode, fusion, speed, threads=1, allowed=allowed,
+                                         parts=parts)[0]
+        hits = self._hits(ids, scores, with_text)
+        return self._explain(query, mode, hits, parts) if explain else hits
 
     def search_vector(self, query: SparseBatch, k: int = 10, *, speed: str = DEFAULT_SPEED,
                       with_text: bool = True) -> list[Hit]:

@@ -123,6 +123,11 @@ class Hit:
     rank: int
     title: str = ""
     text: str = ""
+    #: with ``explain=True``: the matched terms and, for hybrid, each retriever's score and rank
+    explanation: dict | None = None
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "score": self.score, "rank": self.rank, "title": self.title, "text": self.text}
+        out = {"id": self.id, "score": self.score, "rank": self.rank, "title": self.title, "text": self.text}
+        if self.explanation is not None:
+            out["explanation"] = self.explanation
+        return out
