@@ -112,6 +112,15 @@ def test_lsr_eval_end_to_end(mini_beir, tmp_path, capsys, mini_searcher):
     assert {q: list(v)[:10] for q, v in got.items()} == \
         {q: sorted(v, key=lambda d: (-v[d], d))[:10] for q, v in expect.items()}
     assert (out / "mini" / "results.md").read_text().startswith("| data set | system |")
+    # scripts/beir_report.py turns the folder into the README table
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent.parent / "scripts" / "beir_report.py"
+    rep = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True)
+    assert rep.returncode == 0, rep.stderr
+    assert "| mini | lsr hybrid |" in rep.stdout and "- mini: lsr " in rep.stdout
     # a second run reuses the index built by the first
     assert main(args[:-2] + ["--modes", "sparse", "--warmup", "0"]) == 0
     assert json.loads((out / "mini" / "metrics.json").read_text())["index"]["cached"] is True
