@@ -97,11 +97,13 @@ def _parser() -> argparse.ArgumentParser:
     tu.add_argument("--depth", type=_positive, default=100, help="hits per retriever (default 100)")
     tu.add_argument("--dry-run", action="store_true", help="print the result, leave the manifest alone")
 
-    sv = sub.add_parser("serve", help="serve an index over HTTP")
-    sv.add_argument("--index", required=True)
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=_positive, default=8000)
+    sv = sub.add_parser("serve", help="serve an index over HTTP (settings: LSR_* variables, --config)")
+    sv.add_argument("--index", default=None, help="index folder (or index_path in --config / LSR_INDEX_PATH)")
+    sv.add_argument("--config", default=None, help="settings file, .toml or .json (see lsr.service.Settings)")
+    sv.add_argument("--host", default=None, help="default 127.0.0.1")
+    sv.add_argument("--port", type=_positive, default=None, help="default 8000")
     sv.add_argument("--model", default=None)
+    sv.add_argument("--threads", type=_positive, default=None, help="search worker threads")
 
     from lsr.eval import add_arguments as eval_arguments
 
@@ -161,7 +163,8 @@ def _cmd_search(a) -> int:
     return 0
 
 
-def _serve(index: str | Path, host: str, port: int, model: str | None = None) -> int:
+def _serve(index: str | Path | None, host: str | None = None, port: int | None = None,
+           model: str | None = None, config: str | None = None, threads: int | None = None) -> int:
     try:
         import uvicorn
 
@@ -171,11 +174,17 @@ def _serve(index: str | Path, host: str, port: int, model: str | None = None) ->
                        ) from None
     from lsr.searcher import Searcher
 
-    searcher = Searcher.load(index, model=model)  # fail here, with one line, if the index is bad
-    app = create_app(Settings(index_path=Path(index), model=model, host=host, port=port), searcher=searcher)
-    print(f"serving {searcher.info['documents']:,} documents from {index} on http://{host}:{port} "
-          f"(API docs: http://{host}:{port}/docs)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    given = {"index_path": index, "host": host, "port": port, "model": model, "threads": threads}
+    settings = Settings.load(config, **{k: v for k, v in given.items() if v is not None})
+    if index is None and config is None and "LSR_INDEX_PATH" not in os.environ:
+        raise LsrError("which index? give --index DIR (or index_path in --config, or LSR_INDEX_PATH)")
+    # open it here, so that a bad index fails with one line before the server starts
+    searcher = Searcher.load(settings.index_path, model=settings.model, device=settings.device)
+    app = create_app(settings, searcher=searcher)
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"serving {searcher.info['documents']:,} documents from {settings.index_path} on {url} "
+          f"(search page: {url}/, API docs: {url}/docs, {settings.threads} search threads)", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
 
 
@@ -270,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     handlers = {"index": _cmd_index, "search": _cmd_search, "demo": _cmd_demo, "tune-fusion": _cmd_tune,
                 "eval": _cmd_eval, "export": _cmd_export,
-                "serve": lambda a: _serve(a.index, a.host, a.port, a.model)}
+                "serve": lambda a: _serve(a.index, a.host, a.port, a.model, a.config, a.threads)}
     try:
         return handlers[args.command](args)
     except (LsrError, ValueError, FileExistsError) as e:

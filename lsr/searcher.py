@@ -276,6 +276,27 @@ class Searcher:
         hits = self._hits(ids, scores, with_text)
         return self._explain(query, mode, hits, parts) if explain else hits
 
+    def batch_hits(self, queries: Sequence[str], k: int = 10, *, mode: str | None = None,
+                   fusion: dict | None = None, speed: str = DEFAULT_SPEED, with_text: bool = False,
+                   threads: int | None = None) -> list[list[Hit]]:
+        """:meth:`search` for many query texts at once (batched encoding, parallel kernels)."""
+        texts = [str(q) for q in queries]
+        if any(not t.strip() for t in texts):
+            raise ValueError("a query is empty")
+        self._check_k(k)
+        speed_params(speed)
+        mode = self._check_mode(mode)
+        if not texts:
+            return []
+        return [self._hits(ids, scores, with_text)
+                for ids, scores in self._search_texts(texts, k, mode, fusion, speed, threads)]
+
+    def query_tokens(self, query: str) -> tuple[int, bool]:
+        """How many tokens the SPLADE encoder sees in ``query`` and whether it cuts it (max length)."""
+        enc = self._require_encoder()
+        n = len(enc.tokenizer(query, add_special_tokens=True, truncation=False, verbose=False)["input_ids"])
+        return n, n > enc.max_length
+
     def search_vector(self, query: SparseBatch, k: int = 10, *, speed: str = DEFAULT_SPEED,
                       with_text: bool = True) -> list[Hit]:
         """Top ``k`` hits for an already encoded one-row query."""

@@ -1,35 +1,92 @@
-"""The FastAPI application: ``create_app(settings)`` opens the index once, in the lifespan."""
+"""The FastAPI application: ``create_app(settings)`` opens the index once, in the lifespan.
+
+Routers (``service/routers``): search and encode, documents, health / ready / stats / metrics, admin,
+and the web page at ``/``. Every error is JSON ``{"error": {"code", "message"}}``; bodies over
+``max_body_bytes`` get 413 before they are read whole.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
-from pydantic import ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from lsr.searcher import Searcher
-from lsr.service.routes import router
+from lsr.service import errors
+from lsr.service.routers import admin, documents, health, search, web
 from lsr.service.settings import Settings, get_settings
+from lsr.service.state import ServiceState
 
 log = logging.getLogger("lsr.service")
 
 
-def _one_line(errors: list[dict]) -> str:
-    parts = []
-    for e in errors:
-        if e.get("type") == "json_invalid":
-            return "request body is not valid JSON"
-        loc = list(e.get("loc", ()))
-        if loc and loc[0] in ("body", "query", "path", "header"):  # where it came from, not what
-            loc = loc[1:]
-        loc = ".".join(str(x) for x in loc)
-        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts) or "invalid request"
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``limit`` bytes (by Content-Length or as it streams)."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            return await self._reject(send)
+        chunks, size, more = [], 0, True
+        while more:  # read the body up to the limit, then hand it on
+            message = await receive()
+            if message["type"] != "http.request":
+                chunks.append(message)
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                return await self._reject(send)
+            chunks.append(message)
+            more = message.get("more_body", False)
+
+        async def replay():
+            return chunks.pop(0) if chunks else await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _reject(self, send) -> None:
+        body = json.dumps(errors.error_body(413, f"request body over {self.limit} bytes")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class Observe:
+    """ASGI middleware: count every request by route template, method and status, and time it."""
+
+    def __init__(self, app, fastapi_app: FastAPI) -> None:
+        self.app, self.fastapi_app = app, fastapi_app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = {"code": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        t0 = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            state = getattr(self.fastapi_app.state, "service", None)
+            if state is not None:
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                m = state.metrics
+                m.requests.labels(route=route, method=scope["method"], status=str(status["code"])).inc()
+                m.latency.labels(route=route).observe(time.perf_counter() - t0)
 
 
 def create_app(settings: Settings | None = None, *, searcher: Searcher | None = None) -> FastAPI:
@@ -45,48 +102,23 @@ def create_app(settings: Settings | None = None, *, searcher: Searcher | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.searcher = searcher or Searcher.load(settings.index_path, model=settings.model,
-                                                       device=settings.device)
-        log.info("serving %s", app.state.searcher.info)
+        opened = searcher or Searcher.load(settings.index_path, model=settings.model, device=settings.device)
+        app.state.service = ServiceState(settings, opened)
+        log.info("serving %s", opened.info)
         yield
-        store = app.state.searcher.docstore
+        app.state.service.close()
+        store = app.state.service.searcher.docstore
         if store is not None and searcher is None:
             store.close()
 
     app = FastAPI(title="lsr-engine", version="0.1.0", lifespan=lifespan,
-                  description="Learned sparse retrieval: SPLADE vectors in a Numba inverted index.")
+                  description="Learned sparse retrieval: SPLADE vectors in a Numba inverted index, "
+                              "with dense and BM25 retrievers and hybrid fusion.")
     app.dependency_overrides[get_settings] = lambda: settings
-    app.include_router(router)
-
-    @app.get("/", include_in_schema=False)
-    def root():
-        return RedirectResponse("/docs")
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError):
-        errors = exc.errors()
-        return JSONResponse(status_code=422, content={"error": _one_line(errors),
-                                                      "detail": _jsonable(errors)})
-
-    @app.exception_handler(ValidationError)
-    async def _model_validation(request: Request, exc: ValidationError):
-        errors = exc.errors()
-        return JSONResponse(status_code=422, content={"error": _one_line(errors),
-                                                      "detail": _jsonable(errors)})
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException):
-        return JSONResponse(status_code=exc.status_code, content={"error": str(exc.detail)},
-                            headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):
-        log.exception("unhandled error on %s", request.url.path)
-        return JSONResponse(status_code=500, content={"error": f"internal error: {type(exc).__name__}"})
-
+    for r in (search.router, documents.router, health.router, admin.router, web.router):
+        app.include_router(r)
+    app.mount("/static", StaticFiles(directory=web.STATIC, check_dir=False), name="static")
+    errors.install(app)
+    app.add_middleware(Observe, fastapi_app=app)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
-
-
-def _jsonable(errors: list[dict]) -> list[dict]:
-    return [{k: (v if k != "ctx" else {ck: str(cv) for ck, cv in v.items()}) for k, v in e.items()
-             if k in ("type", "loc", "msg", "ctx")} for e in errors]

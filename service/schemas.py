@@ -4,42 +4,102 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: the speed presets of lsr.searcher.SPEEDS
 Speed = Literal["exact", "safe", "fast", "fastest"]
 #: the search modes of lsr.hybrid.MODES
 Mode = Literal["hybrid", "sparse", "dense", "bm25"]
+Field_ = Literal["title", "text"]
+
+_SPEED = ("exact: exhaustive scoring; safe: block-max pruning, same results as exact; "
+          "fast / fastest: approximate, a little recall traded for speed")
+_MODE = "hybrid (default when the index has several retrievers), sparse (SPLADE), dense, bm25"
+_FUSION = ('hybrid fusion, e.g. {"method": "rrf"} or {"method": "convex", "weights": {"sparse": 0.6, '
+           '"dense": 0.4}, "normalization": "minmax"}; default: the index\'s (tuned) fusion')
 
 
-class SearchRequest(BaseModel):
+def _not_blank(v: str) -> str:
+    if not v.strip():
+        raise ValueError("query is empty")
+    return v
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchRequest(_Strict):
     """Body of ``POST /search``."""
 
     query: str = Field(description="the query text", examples=["how do vaccines work"])
     k: int = Field(default=10, ge=1, le=1000, description="number of hits (1..1000)")
-    speed: Speed = Field(default="safe", description=(
-        "exact: exhaustive scoring; safe: block-max pruning, same results as exact; "
-        "fast / fastest: approximate, a little recall traded for speed"))
-    mode: Mode | None = Field(default=None, description=(
-        "hybrid (default when the index has several retrievers), sparse (SPLADE), dense, bm25"))
-    fusion: dict[str, Any] | None = Field(default=None, description=(
-        'hybrid fusion, e.g. {"method": "rrf"} or {"method": "convex", "weights": {"sparse": 0.6, '
-        '"dense": 0.4}, "normalization": "minmax"}; default: the index\'s (tuned) fusion'))
+    speed: Speed = Field(default="safe", description=_SPEED)
+    mode: Mode | None = Field(default=None, description=_MODE)
+    fusion: dict[str, Any] | None = Field(default=None, description=_FUSION)
+    explain: bool = Field(default=False, description=(
+        "each hit carries the matched query terms (query weight, document weight, contribution) and, "
+        "for hybrid, each retriever's score and rank"))
+    fields: list[Field_] = Field(default=["title", "text"], description="stored fields to return")
+    filter_ids: list[str] | None = Field(default=None, description=(
+        "only these document ids can be hits (an allow-list, scored exactly); unknown ids are ignored"))
 
-    @field_validator("query")
+    _check_query = field_validator("query")(_not_blank)
+
+
+class BatchSearchRequest(_Strict):
+    """Body of ``POST /search/batch``: many queries with the same settings, run in parallel."""
+
+    queries: list[str] = Field(min_length=1, description="query texts (up to the service's max_batch)",
+                               examples=[["what causes fever", "how do vaccines work"]])
+    k: int = Field(default=10, ge=1, le=1000, description="hits per query (1..1000)")
+    speed: Speed = Field(default="safe", description=_SPEED)
+    mode: Mode | None = Field(default=None, description=_MODE)
+    fusion: dict[str, Any] | None = Field(default=None, description=_FUSION)
+    fields: list[Field_] = Field(default=[], description="stored fields to return (none by default)")
+
+    @field_validator("queries")
     @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("query is empty")
+    def _each(cls, v: list[str]) -> list[str]:
+        for i, q in enumerate(v):
+            if not q.strip():
+                raise ValueError(f"query {i} is empty")
         return v
+
+
+class EncodeRequest(_Strict):
+    """Body of ``POST /encode``."""
+
+    text: str = Field(description="text to encode as a SPLADE query vector", examples=["sparse retrieval"])
+    kind: Literal["query", "document"] = Field(default="query", description="encode as a query or a document")
+
+    _check_text = field_validator("text")(_not_blank)
+
+
+class TermOut(BaseModel):
+    term: str
+    query_weight: float
+    doc_weight: float
+    contribution: float
+
+
+class RetrieverScore(BaseModel):
+    score: float
+    rank: int
+
+
+class Explanation(BaseModel):
+    terms: list[TermOut] | None = None
+    retrievers: dict[str, RetrieverScore | None] | None = None
 
 
 class HitOut(BaseModel):
     id: str
     score: float
     rank: int
-    title: str
-    text: str
+    title: str | None = None
+    text: str | None = None
+    explanation: Explanation | None = None
 
 
 class SearchResponse(BaseModel):
@@ -48,7 +108,29 @@ class SearchResponse(BaseModel):
     mode: Mode
     fusion: dict[str, Any] | None = None
     took_ms: float
+    truncated: bool = Field(description="the query was longer than the encoder's max length and was cut")
     hits: list[HitOut]
+
+
+class BatchResult(BaseModel):
+    query: str
+    truncated: bool
+    hits: list[HitOut]
+
+
+class BatchSearchResponse(BaseModel):
+    speed: Speed
+    mode: Mode
+    fusion: dict[str, Any] | None = None
+    took_ms: float
+    results: list[BatchResult]
+
+
+class EncodeResponse(BaseModel):
+    terms: list[tuple[str, float]] = Field(description="[token, weight], largest weight first")
+    nnz: int
+    expansion: list[str] = Field(description="tokens of the vector that are not tokens of the text")
+    truncated: bool
 
 
 class DocumentOut(BaseModel):
@@ -58,13 +140,46 @@ class DocumentOut(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
     documents: int
+    modes: list[str]
+
+
+class Stats(BaseModel):
+    documents: int
+    postings: int | None
+    index_path: str
+    index_bytes: int
     format_version: int | None
-    encoder: str | None
-    quantization: str | None
+    model: str | None
+    modes: list[str]
+    default_mode: str
+    uptime_seconds: float
+    queries_served: int
+    reloads: int
+    latency_ms: dict[str, float | None]
+    threads: int
+
+
+class Reloaded(BaseModel):
+    status: Literal["reloaded"]
+    index_path: str
+    documents: int
+    took_ms: float
+
+
+class ReloadRequest(_Strict):
+    index_path: str | None = Field(default=None, description="a new index folder (default: the same)")
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
 
 
 class ErrorOut(BaseModel):
-    error: str
-    detail: list | str | None = None
+    error: ErrorBody

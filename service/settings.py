@@ -1,34 +1,89 @@
-"""Service settings: environment variables ``LSR_*`` or arguments, behind a cached ``get_settings()``."""
+"""Service settings: ``LSR_*`` environment variables, a ``--config`` file (TOML or JSON), or arguments,
+behind a cached ``get_settings()`` that tests and embedders override.
+
+Precedence, highest first: arguments, environment, config file, defaults.
+
+Example:
+    >>> Settings(index_path="my-index", port=9000).port
+    9000
+"""
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    JsonConfigSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from lsr.errors import LsrError
 
 
 class Settings(BaseSettings):
-    """Settings of the HTTP service.
+    """Settings of the HTTP service (each is also ``LSR_<NAME>`` in the environment).
 
     Example:
-        >>> Settings(index_path="my-index", port=9000).port
-        9000
+        >>> Settings(index_path="my-index", threads=2).threads
+        2
     """
 
     model_config = SettingsConfigDict(env_prefix="LSR_", extra="ignore")
 
     index_path: Path = Field(default=Path("index"), description="index folder to serve")
     model: str | None = Field(default=None, description="encoder override (default: the manifest's)")
-    device: str = "auto"
-    default_k: int = Field(default=10, ge=1)
-    max_query_chars: int = Field(default=4096, ge=1)
+    device: str = Field(default="auto", description="auto, cpu, cuda, ...")
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=1, le=65535)
+    threads: int = Field(default_factory=lambda: max(1, min(8, os.cpu_count() or 1)), ge=1, le=256,
+                         description="search worker threads (health and metrics never wait for them)")
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="larger request bodies get 413")
+    max_query_chars: int = Field(default=4096, ge=1, description="longer queries get 422")
+    max_batch: int = Field(default=256, ge=1, description="queries per POST /search/batch")
+    max_filter_ids: int = Field(default=10_000, ge=1, description="ids per filter_ids allow-list")
+    admin_token: SecretStr | None = Field(default=None, description="enables /admin/* with this bearer token")
+    latency_window: int = Field(default=10_000, ge=100, description="latencies kept for /stats percentiles")
+
+    @classmethod
+    def load(cls, config: str | os.PathLike | None = None, **overrides) -> "Settings":
+        """Settings from ``config`` (``.toml`` or ``.json``; unknown keys refused), the environment and
+        ``overrides``. Raises LsrError naming the file and the problem."""
+        if config is None:
+            return cls(**overrides)
+        path = Path(config)
+        if not path.is_file():
+            raise LsrError(f"{path}: no such config file")
+        sources = {".toml": TomlConfigSettingsSource, ".json": JsonConfigSettingsSource}
+        source = sources.get(path.suffix.lower())
+        if source is None:
+            raise LsrError(f"{path}: a config file is .toml or .json")
+        try:
+            data = source(cls, path)()
+        except Exception as e:  # a parse error of either format
+            raise LsrError(f"{path}: unreadable config ({str(e).splitlines()[0]})") from None
+        unknown = sorted(set(data) - set(cls.model_fields))
+        if unknown:
+            raise LsrError(f"{path}: unknown setting {unknown[0]!r} (known: {', '.join(cls.model_fields)})")
+
+        class FromFile(cls):  # the file ranks below the environment and the arguments
+            @classmethod
+            def settings_customise_sources(cls_, settings_cls, init_settings, env_settings, dotenv_settings,
+                                           file_secret_settings):
+                return init_settings, env_settings, source(settings_cls, path)
+
+        try:
+            return cls(**FromFile(**overrides).model_dump())
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise LsrError(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
 @lru_cache
 def get_settings() -> Settings:
-    """The process-wide settings (override in tests with ``app.dependency_overrides``)."""
+    """The process-wide settings (override with ``app.dependency_overrides[get_settings]``)."""
     return Settings()

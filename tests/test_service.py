@@ -11,12 +11,21 @@ def client(mini_searcher):
         yield c
 
 
-def test_health(client):
-    r = client.get("/health")
-    assert r.status_code == 200
+def err(r) -> str:
+    """The message of an error answer, after checking its shape: {"error": {"code", "message"}}."""
     body = r.json()
-    assert body["status"] == "ok" and body["documents"] == 30 and body["format_version"] == FORMAT_VERSION
-    assert body["encoder"] == "splade-tiny"
+    assert set(body) <= {"error"} and isinstance(body["error"]["code"], str), body
+    return body["error"]["message"]
+
+
+def test_health_ready_stats(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    r = client.get("/ready").json()
+    assert r["status"] == "ready" and r["documents"] == 30
+    assert r["modes"] == ["hybrid", "sparse", "dense", "bm25"]
+    s = client.get("/stats").json()
+    assert s["documents"] == 30 and s["format_version"] == FORMAT_VERSION and s["model"] == "splade-tiny"
+    assert s["index_bytes"] > 0 and s["postings"] > 0 and s["uptime_seconds"] >= 0
 
 
 def test_search_post_and_get_agree(client):
@@ -34,7 +43,7 @@ def test_documents(client):
     r = client.get("/documents/geo-1")
     assert r.status_code == 200 and r.json()["title"] == "Volcanoes"
     r = client.get("/documents/missing-doc")
-    assert r.status_code == 404 and "missing-doc" in r.json()["error"]
+    assert r.status_code == 404 and "missing-doc" in err(r) and r.json()["error"]["code"] == "not_found"
 
 
 @pytest.mark.parametrize("body, fragment", [
@@ -48,29 +57,29 @@ def test_documents(client):
 def test_search_bad_bodies(client, body, fragment):
     r = client.post("/search", json=body)
     assert r.status_code == 422
-    assert fragment in r.json()["error"]
+    assert fragment in err(r) and r.json()["error"]["code"] == "invalid_request"
 
 
 def test_body_not_json(client):
     r = client.post("/search", content=b"{this is not json", headers={"Content-Type": "application/json"})
-    assert r.status_code == 422 and r.json()["error"] == "request body is not valid JSON"
+    assert r.status_code == 422 and err(r) == "request body is not valid JSON"
 
 
 def test_get_search_bad_params(client):
     assert client.get("/search", params={"q": " ", "k": 3}).status_code == 422
     r = client.get("/search", params={"q": "bread", "k": 5000})
-    assert r.status_code == 422 and "k:" in r.json()["error"]
+    assert r.status_code == 422 and "k:" in err(r)
     assert client.get("/search").status_code == 422
 
 
 def test_too_long_query(client):
     r = client.post("/search", json={"query": "bread " * 1000})
-    assert r.status_code == 422 and "longer than" in r.json()["error"]
+    assert r.status_code == 422 and "longer than" in err(r)
 
 
 def test_app_opens_index_from_settings(mini_index):
     with TestClient(create_app(Settings(index_path=mini_index, device="cpu"))) as c:
-        assert c.get("/health").json()["documents"] == 30
+        assert c.get("/ready").json()["documents"] == 30
         assert c.get("/openapi.json").status_code == 200
 
 
@@ -80,7 +89,7 @@ def test_speed_knob(client):
     assert safe["speed"] == "safe" and exact["speed"] == "exact"
     assert [(h["id"], h["score"]) for h in safe["hits"]] == [(h["id"], h["score"]) for h in exact["hits"]]
     r = client.post("/search", json={"query": "bread", "speed": "warp"})
-    assert r.status_code == 422 and "speed:" in r.json()["error"]
+    assert r.status_code == 422 and "speed:" in err(r)
 
 
 def test_modes_and_fusion(client, mini_searcher):
@@ -90,7 +99,7 @@ def test_modes_and_fusion(client, mini_searcher):
     for mode in ("sparse", "dense", "bm25"):
         r = client.post("/search", json={"query": "glaciers carve valleys", "k": 5, "mode": mode}).json()
         expected = mini_searcher.search("glaciers carve valleys", k=5, mode=mode, with_text=False)
-        assert r["mode"] == mode and r["fusion"] is None
+        assert r["mode"] == mode and r.get("fusion") is None
         assert [h["id"] for h in r["hits"]] == [h.id for h in expected]
     g = client.get("/search", params={"q": "glaciers carve valleys", "k": 5, "mode": "bm25"}).json()
     assert g["mode"] == "bm25"
@@ -102,4 +111,4 @@ def test_modes_and_fusion(client, mini_searcher):
     for bad, fragment in (({"mode": "colbert"}, "mode"), ({"fusion": {"method": "max"}}, "fusion method"),
                           ({"fusion": {"weights": {"splade": 1}}}, "unknown retriever")):
         r = client.post("/search", json={"query": "bread", **bad})
-        assert r.status_code == 422 and fragment in r.json()["error"], r.json()
+        assert r.status_code == 422 and fragment in err(r), r.json()

@@ -1,0 +1,56 @@
+"""``POST /admin/reload``: reopen a rebuilt index without dropping requests.
+
+Disabled (404) unless ``LSR_ADMIN_TOKEN`` is set; then it needs ``Authorization: Bearer <token>``.
+The new index is opened on a worker thread while the old one keeps serving; requests that started on
+the old one finish on it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Header
+
+from lsr.errors import LsrError
+from lsr.service.errors import ApiError
+from lsr.service.routers.deps import SettingsDep, StateDep
+from lsr.service.schemas import ErrorOut, Reloaded, ReloadRequest
+
+router = APIRouter(tags=["admin"])
+
+
+def check_token(settings, authorization: str | None) -> None:
+    if settings.admin_token is None:
+        raise ApiError(404, "admin routes are disabled (set LSR_ADMIN_TOKEN to enable them)")
+    if not authorization or not authorization.startswith("Bearer "):
+        raise ApiError(401, "admin routes need 'Authorization: Bearer <token>'",
+                       headers={"WWW-Authenticate": "Bearer"})
+    given = authorization.removeprefix("Bearer ").strip().encode()
+    if not hmac.compare_digest(given, settings.admin_token.get_secret_value().encode()):
+        raise ApiError(403, "wrong admin token")
+
+
+@router.post("/admin/reload", response_model=Reloaded,
+             responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut},
+                        409: {"model": ErrorOut}})
+async def reload(state: StateDep, settings: SettingsDep,
+                 authorization: Annotated[str | None, Header()] = None,
+                 body: Annotated[ReloadRequest | None, Body()] = None) -> Reloaded:
+    """Reopen the index (or ``index_path``); the old one serves until the new one is open."""
+    check_token(settings, authorization)
+    from lsr.searcher import Searcher
+
+    path = Path(body.index_path) if body and body.index_path else Path(state.searcher.info["path"])
+    async with state.reload_lock:
+        t0 = time.perf_counter()
+        try:
+            new = await state.run(lambda: Searcher.load(path, model=settings.model, device=settings.device))
+        except (LsrError, OSError, ValueError) as e:
+            raise ApiError(409, f"reload failed, still serving the previous index: {e}") from None
+        state.swap(new)  # the old Searcher is freed once the requests holding it are done
+        took = (time.perf_counter() - t0) * 1000
+    return Reloaded(status="reloaded", index_path=str(path), documents=new.info["documents"],
+                    took_ms=round(took, 3))

@@ -1,0 +1,145 @@
+"""``POST /search``, ``GET /search``, ``POST /search/batch`` and ``POST /encode``.
+
+Searches run on the service's worker threads (the Numba kernels release the GIL), so the event loop,
+``/health`` and ``/metrics`` stay responsive while a slow query runs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Query
+
+from lsr.hybrid import check_fusion
+from lsr.service.errors import ApiError
+from lsr.service.routers.deps import SettingsDep, StateDep
+from lsr.service.schemas import (
+    BatchSearchRequest,
+    BatchSearchResponse,
+    EncodeRequest,
+    EncodeResponse,
+    ErrorOut,
+    Mode,
+    SearchRequest,
+    SearchResponse,
+    Speed,
+)
+from lsr.service.settings import Settings
+
+router = APIRouter(tags=["search"])
+ERRORS = {413: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+
+
+def _hit(h, fields) -> dict:
+    out = {"id": h.id, "score": h.score, "rank": h.rank}
+    for f in fields:
+        out[f] = getattr(h, f)
+    if h.explanation is not None:
+        out["explanation"] = h.explanation
+    return out
+
+
+def _fusion(searcher, mode: str | None, fusion: dict | None) -> tuple[str, dict | None]:
+    mode = mode or searcher.default_mode
+    if mode == "hybrid" and mode in searcher.modes:
+        return mode, check_fusion(fusion if fusion is not None else searcher.default_fusion,
+                                  searcher.retrievers)
+    return mode, None
+
+
+def _truncated(searcher, query: str) -> bool:
+    return searcher.query_tokens(query)[1] if searcher.encoder is not None else False
+
+
+def _search_one(searcher, body: SearchRequest) -> dict:
+    t0 = time.perf_counter()
+    mode, fusion = _fusion(searcher, body.mode, body.fusion)
+    hits = searcher.search(body.query, body.k, mode=mode, fusion=fusion, speed=body.speed,
+                           with_text=bool(body.fields), explain=body.explain, filter_ids=body.filter_ids)
+    took = (time.perf_counter() - t0) * 1000
+    return {"query": body.query, "speed": body.speed, "mode": mode, "fusion": fusion,
+            "took_ms": round(took, 3), "truncated": _truncated(searcher, body.query),
+            "hits": [_hit(h, body.fields) for h in hits]}
+
+
+def _check(settings: Settings, queries: list[str], filter_ids: list[str] | None = None) -> None:
+    for q in queries:
+        if len(q) > settings.max_query_chars:
+            raise ApiError(422, f"query is longer than {settings.max_query_chars} characters")
+    if filter_ids is not None and len(filter_ids) > settings.max_filter_ids:
+        raise ApiError(422, f"filter_ids holds {len(filter_ids)} ids; at most {settings.max_filter_ids}")
+
+
+async def _run(state, fn, *args):
+    try:
+        return await state.run(fn, *args)
+    except ValueError as e:  # a mode the index lacks, a bad fusion, ...
+        raise ApiError(422, str(e)) from None
+
+
+@router.post("/search", response_model=SearchResponse, response_model_exclude_none=True, responses=ERRORS)
+async def search_post(body: SearchRequest, state: StateDep, settings: SettingsDep) -> dict:
+    """Top-k documents for a query: ``{"query": "...", "k": 10}``; ``explain``, ``fields``, ``filter_ids``."""
+    _check(settings, [body.query], body.filter_ids)
+    t0 = time.perf_counter()
+    out = await _run(state, _search_one, state.searcher, body)
+    state.record(out["mode"], 1, time.perf_counter() - t0)
+    return out
+
+
+@router.get("/search", response_model=SearchResponse, response_model_exclude_none=True, responses=ERRORS)
+async def search_get(state: StateDep, settings: SettingsDep,
+                     q: Annotated[str, Query(description="the query text")],
+                     k: Annotated[int, Query(ge=1, le=1000, description="number of hits (1..1000)")] = 10,
+                     speed: Annotated[Speed, Query(description="exact, safe, fast, fastest")] = "safe",
+                     mode: Annotated[Mode | None, Query(description="hybrid, sparse, dense, bm25")] = None,
+                     explain: Annotated[bool, Query(description="explain each hit")] = False) -> dict:
+    """The same as ``POST /search``, as ``GET /search?q=...&k=...&speed=...&mode=...&explain=...``."""
+    return await search_post(SearchRequest(query=q, k=k, speed=speed, mode=mode, explain=explain), state,
+                             settings)
+
+
+def _search_batch(searcher, body: BatchSearchRequest) -> dict:
+    t0 = time.perf_counter()
+    mode, fusion = _fusion(searcher, body.mode, body.fusion)
+    results = searcher.batch_hits(body.queries, body.k, mode=mode, fusion=fusion, speed=body.speed,
+                                  with_text=bool(body.fields))
+    took = (time.perf_counter() - t0) * 1000
+    return {"speed": body.speed, "mode": mode, "fusion": fusion, "took_ms": round(took, 3),
+            "results": [{"query": q, "truncated": _truncated(searcher, q), "hits": [_hit(h, body.fields)
+                                                                                    for h in hits]}
+                        for q, hits in zip(body.queries, results)]}
+
+
+@router.post("/search/batch", response_model=BatchSearchResponse, response_model_exclude_none=True,
+             responses=ERRORS)
+async def search_batch(body: BatchSearchRequest, state: StateDep, settings: SettingsDep) -> dict:
+    """Many queries in one request (up to ``max_batch``, default 256), through the batch kernels."""
+    if len(body.queries) > settings.max_batch:
+        raise ApiError(422, f"{len(body.queries)} queries in one batch; at most {settings.max_batch}")
+    _check(settings, body.queries)
+    t0 = time.perf_counter()
+    out = await _run(state, _search_batch, state.searcher, body)
+    state.record(out["mode"], len(body.queries), time.perf_counter() - t0)
+    return out
+
+
+def _encode(searcher, body: EncodeRequest) -> dict:
+    enc = searcher.encoder
+    if enc is None:
+        raise ApiError(503, "this service was started without the SPLADE encoder", code="no_encoder")
+    batch = (enc.encode_queries if body.kind == "query" else enc.encode_documents)([body.text])
+    order = np.argsort(-batch.values, kind="stable")
+    tokens = enc.tokenizer.convert_ids_to_tokens(batch.indices[order].tolist())
+    own = set(enc.tokenizer.tokenize(body.text))
+    return {"terms": [(t, float(w)) for t, w in zip(tokens, batch.values[order].tolist())], "nnz": batch.nnz,
+            "expansion": [t for t in tokens if t not in own], "truncated": _truncated(searcher, body.text)}
+
+
+@router.post("/encode", response_model=EncodeResponse, responses=ERRORS)
+async def encode(body: EncodeRequest, state: StateDep, settings: SettingsDep) -> dict:
+    """A text's sparse vector: ``{"terms": [[token, weight], ...], "nnz": n}``, for other engines."""
+    _check(settings, [body.text])
+    return await _run(state, _encode, state.searcher, body)
