@@ -192,3 +192,26 @@ def test_settings_from_file_and_environment(tmp_path, monkeypatch):
         Settings.load(tmp_path / "bad.toml")
     with pytest.raises(LsrError, match="no such config file"):
         Settings.load(tmp_path / "missing.toml")
+
+
+def test_reload_after_an_atomic_rebuild(tmp_path, splade):
+    """The README's flow: serve, rebuild the same folder with --overwrite, reload; no request fails."""
+    from pathlib import Path
+
+    from lsr.indexing import index_corpus
+
+    MINI_CORPUS = Path(__file__).parent.parent / "data" / "mini" / "corpus.jsonl"
+
+    path = tmp_path / "index"
+    index_corpus(MINI_CORPUS, path, encoder=splade, show_progress=False, dense=None, bm25=False, limit=10)
+    settings = Settings(index_path=path, admin_token="t", device="cpu")
+    with TestClient(create_app(settings)) as c:
+        assert c.get("/ready").json()["documents"] == 10
+        index_corpus(MINI_CORPUS, path, encoder=splade, show_progress=False, dense=None, bm25=False,
+                     overwrite=True)
+        # the old index is still served from its (now deleted) files until the reload
+        assert c.post("/search", json={"query": Q, "k": 3}).status_code == 200
+        r = c.post("/admin/reload", headers={"Authorization": "Bearer t"})
+        assert r.status_code == 200 and r.json()["documents"] == 30
+        assert c.get("/stats").json()["documents"] == 30
+        assert c.post("/search", json={"query": Q, "k": 1}).json()["hits"][0]["id"] == "geo-1"
