@@ -144,8 +144,7 @@ def pyserini_bm25(corpus: str | Path, queries: Mapping[str, str], *, workdir: st
     shutil.rmtree(workdir, ignore_errors=True)
     src.mkdir(parents=True)
     os.symlink(Path(corpus).resolve(), src / "corpus.jsonl")  # BeirFlatCollection reads every file there
-    index_s = lucene_index("BeirFlatCollection", src, idx, threads=threads,
-                           options=())
+    index_s = lucene_index("BeirFlatCollection", src, idx, threads=threads)
     searcher = _autoclass("io.anserini.search.SimpleSearcher")(str(idx))
     searcher.set_bm25(float(k1), float(b))
     run, search_s = _timed_batch(searcher, queries, str, k, threads, warmup)
