@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     max_filter_ids: int = Field(default=10_000, ge=1, description="ids per filter_ids allow-list")
     admin_token: SecretStr | None = Field(default=None, description="enables /admin/* with this bearer token")
     latency_window: int = Field(default=10_000, ge=100, description="latencies kept for /stats percentiles")
+    micro_batch_ms: float = Field(default=0.0, ge=0.0, le=100.0, description=(
+        "encode sparse queries that arrive within this many ms in one batch (0: off)"))
 
     @classmethod
     def load(cls, config: str | os.PathLike | None = None, **overrides) -> "Settings":

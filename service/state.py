@@ -35,6 +35,55 @@ class Metrics:
                                registry=r)
 
 
+class MicroBatcher:
+    """Encode the queries that arrive within ``wait_ms`` of each other in one forward pass (off when 0).
+
+    On a busy CPU one pass over several queries costs less than one pass per query; on an idle one the
+    wait only adds latency. ``scripts/load_service.py`` measures both; the default is off.
+    """
+
+    def __init__(self, state: "ServiceState", wait_ms: float, max_size: int = 64) -> None:
+        self.state, self.wait, self.max_size = state, wait_ms / 1000, max_size
+        self._pending: list[tuple[Any, str, asyncio.Future]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self.batches = 0
+
+    async def encode(self, searcher: Any, text: str):
+        """The one-row query vector of ``text``, encoded together with its neighbours in time."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._pending.append((searcher, text, fut))
+        if len(self._pending) >= self.max_size:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.wait, self._flush)
+        return await fut
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, []
+        groups: dict[int, list] = {}
+        for item in pending:  # a reload may swap the Searcher between two arrivals
+            groups.setdefault(id(item[0]), []).append(item)
+        for group in groups.values():
+            asyncio.ensure_future(self._run(group))
+
+    async def _run(self, group: list) -> None:
+        self.batches += 1
+        try:
+            vectors = await self.state.run(group[0][0].encode, [t for _, t, _ in group])
+        except Exception as e:  # every waiter gets the error
+            for _, _, fut in group:
+                if not fut.done():
+                    fut.set_exception(e)
+            return
+        for i, (_, _, fut) in enumerate(group):
+            if not fut.done():
+                fut.set_result(vectors.row(i))
+
+
 class ServiceState:
     """The Searcher and everything counted about serving it. Thread-safe."""
 
@@ -50,6 +99,7 @@ class ServiceState:
         self._n_latencies = 0
         self.queries_served = 0
         self.reloads = 0
+        self.batcher = MicroBatcher(self, settings.micro_batch_ms) if settings.micro_batch_ms > 0 else None
         self._index_facts()
 
     def _index_facts(self) -> None:

@@ -215,3 +215,25 @@ def test_reload_after_an_atomic_rebuild(tmp_path, splade):
         assert r.status_code == 200 and r.json()["documents"] == 30
         assert c.get("/stats").json()["documents"] == 30
         assert c.post("/search", json={"query": Q, "k": 1}).json()["hits"][0]["id"] == "geo-1"
+
+
+def test_micro_batching_encodes_concurrent_queries_together(mini_searcher):
+    queries = [Q, "how to bake bread with yeast", "checkmate the king board game", "inverted index"]
+    app = create_app(Settings(index_path="unused", micro_batch_ms=50, threads=4), searcher=mini_searcher)
+    with TestClient(app) as c:
+        results = {}
+
+        def ask(q):
+            results[q] = c.post("/search", json={"query": q, "k": 5, "mode": "sparse"}).json()
+
+        threads = [threading.Thread(target=ask, args=(q,)) for q in queries]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        batches = app.state.service.batcher.batches
+    assert batches < len(queries)  # at least two queries shared a forward pass
+    for q in queries:
+        want = mini_searcher.search(q, k=5, mode="sparse", with_text=False)
+        assert [h["id"] for h in results[q]["hits"]] == [h.id for h in want]
+        assert [h["score"] for h in results[q]["hits"]] == pytest.approx([h.score for h in want], rel=1e-5)

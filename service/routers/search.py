@@ -64,6 +64,14 @@ def _search_one(searcher, body: SearchRequest) -> dict:
             "hits": [_hit(h, body.fields) for h in hits]}
 
 
+def _search_vector(searcher, body: SearchRequest, vector) -> dict:
+    t0 = time.perf_counter()
+    hits = searcher.search_vector(vector, body.k, speed=body.speed, with_text=bool(body.fields))
+    took = (time.perf_counter() - t0) * 1000
+    return {"query": body.query, "speed": body.speed, "mode": "sparse", "took_ms": round(took, 3),
+            "truncated": _truncated(searcher, body.query), "hits": [_hit(h, body.fields) for h in hits]}
+
+
 def _check(settings: Settings, queries: list[str], filter_ids: list[str] | None = None) -> None:
     for q in queries:
         if len(q) > settings.max_query_chars:
@@ -84,7 +92,13 @@ async def search_post(body: SearchRequest, state: StateDep, settings: SettingsDe
     """Top-k documents for a query: ``{"query": "...", "k": 10}``; ``explain``, ``fields``, ``filter_ids``."""
     _check(settings, [body.query], body.filter_ids)
     t0 = time.perf_counter()
-    out = await _run(state, _search_one, state.searcher, body)
+    searcher = state.searcher
+    if state.batcher is not None and not body.explain and body.filter_ids is None and \
+            (body.mode or searcher.default_mode) == "sparse" and searcher.encoder is not None:
+        vector = await state.batcher.encode(searcher, body.query)  # encoded with concurrent queries
+        out = await _run(state, _search_vector, searcher, body, vector)
+    else:
+        out = await _run(state, _search_one, searcher, body)
     state.record(out["mode"], 1, time.perf_counter() - t0)
     return out
 
