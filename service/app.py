@@ -119,6 +119,6 @@ def create_app(settings: Settings | None = None, *, searcher: Searcher | None = 
         app.include_router(r)
     app.mount("/static", StaticFiles(directory=web.STATIC, check_dir=False), name="static")
     errors.install(app)
-    app.add_middleware(Observe, fastapi_app=app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(Observe, fastapi_app=app)  # outermost: 413s are counted too
     return app
