@@ -8,7 +8,7 @@ export TOKENIZERS_PARALLELISM := false
 DEMO_INDEX ?= $(HOME)/.cache/lsr-engine/demo-index
 HOST ?= 127.0.0.1
 PORT ?= 8000
-SOURCES := $(shell find lsr index service -name '*.py' -o -name '*.json' -o -name '*.html' 2>/dev/null)
+SOURCES := $(shell find lsr index service -name '*.py' -o -name '*.json' -o -name '*.html' -o -name '*.js' -o -name '*.css' 2>/dev/null)
 
 .PHONY: demo test lint venv clean
 
