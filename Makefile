@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SOURCES := $(shell find lsr index service -name '*.py' -o -name '*.json' -o -name '*.html' -o -name '*.js' -o -name '*.css' 2>/dev/null)
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,8 +29,17 @@ $(VENV)/.installed: $(VENV)/.deps $(SOURCES)
 
 venv: $(VENV)/.installed
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed chromium
 	$(BIN)/pytest tests
+
+# The browser test (tests/test_web.py) drives Debian's Chromium with Playwright; never `playwright install`.
+# Installed only when missing; without root or sudo the test is skipped, and this target does not fail.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ] && $$SUDO apt-get update -qq && \
+	     $$SUDO apt-get install -y -qq --no-install-recommends chromium; then :; \
+	  else echo "chromium: not installed (needs root or sudo); the browser test will be skipped"; fi; }
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check lsr index service tests scripts

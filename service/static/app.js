@@ -1,0 +1,354 @@
+// lsr-engine search page: plain DOM, no build step, nothing fetched from outside this server.
+// GET /stats gives the modes; POST /search (explain) gives the hits; POST /encode tells which matched
+// terms are SPLADE expansion terms (in the query vector, not in the query text).
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const form = $("search-form"), input = $("q"), modesBox = $("modes"), kSelect = $("k");
+  const results = $("results"), statusEl = $("status"), errorEl = $("error"), noticeEl = $("notice");
+  const legend = $("legend"), goButton = $("go");
+
+  const MODE_HELP = {
+    hybrid: "fuses every retriever of the index",
+    sparse: "SPLADE learned sparse vectors",
+    dense: "dense embeddings (MiniLM)",
+    bm25: "BM25 over words",
+  };
+  const SNIPPET_CHARS = 300;
+  const MAX_CHIPS = 24;
+  const STOP = new Set(("a an and are as at be by for from has how in is it its of on or that the to was " +
+    "were what when where which who why with does do did can").split(" "));
+
+  let stats = null;
+  let seq = 0;                       // the latest search; older answers are dropped
+  const encodeCache = new Map();     // query text -> Set of expansion tokens (or null when unknown)
+
+  // ---- helpers ---------------------------------------------------------------------------------------
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "style") node.style.cssText = value;
+      else node.setAttribute(key, value === true ? "" : String(value));
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function fmt(x) {
+    if (typeof x !== "number" || !isFinite(x)) return String(x);
+    const a = Math.abs(x);
+    if (a === 0) return "0";
+    if (a >= 1000) return x.toFixed(0);
+    if (a < 0.001) return x.toExponential(2);
+    return x.toPrecision(4).replace(/\.?0+$/, "");
+  }
+
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  async function api(path, body) {
+    const init = body === undefined ? {headers: {"Accept": "application/json"}} : {
+      method: "POST",
+      headers: {"Content-Type": "application/json", "Accept": "application/json"},
+      body: JSON.stringify(body),
+    };
+    let resp;
+    try {
+      resp = await fetch(path, init);
+    } catch (e) {
+      throw new ApiError(0, "network", "The server could not be reached (" + e.message + ").");
+    }
+    let data = null;
+    try {
+      data = await resp.json();
+    } catch (e) {
+      data = null;
+    }
+    if (!resp.ok) {
+      const err = data && data.error;
+      const message = (err && err.message) || resp.statusText || "request failed";
+      throw new ApiError(resp.status, (err && err.code) || "error", message);
+    }
+    if (data === null) throw new ApiError(resp.status, "bad_response", "The server answered with no JSON.");
+    return data;
+  }
+
+  function showError(err) {
+    errorEl.replaceChildren(
+      el("strong", null, err.status ? `Error ${err.status}` : "Error"),
+      err.code && err.code !== "network" ? el("code", null, err.code) : null,
+      el("span", {class: "error-message"}, err.message));
+    errorEl.hidden = false;
+  }
+
+  function clearError() {
+    errorEl.hidden = true;
+    errorEl.replaceChildren();
+  }
+
+  // ---- highlighting --------------------------------------------------------------------------------
+  function words(text) {
+    return (text.toLowerCase().match(/[\p{L}\p{N}]+/gu) || []).filter((w) => w.length > 1 && !STOP.has(w));
+  }
+
+  function escapeRegExp(s) {
+    return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  }
+
+  // A matcher for words starting with a query word (class "q") or an expansion word (class "x").
+  function makeMatcher(queryWords, expansionWords) {
+    const kinds = new Map();
+    for (const w of expansionWords) if (w.length > 2) kinds.set(w, "x");
+    for (const w of queryWords) kinds.set(w, "q");
+    if (!kinds.size) return null;
+    const alts = [...kinds.keys()].sort((a, b) => b.length - a.length).map(escapeRegExp).join("|");
+    return {re: new RegExp(`(?<![\\p{L}\\p{N}])(${alts})[\\p{L}\\p{N}]*`, "giu"), kinds};
+  }
+
+  function highlighted(text, matcher) {
+    if (!matcher || !text) return [text || ""];
+    const out = [];
+    let last = 0;
+    for (const m of text.matchAll(matcher.re)) {
+      if (m.index > last) out.push(text.slice(last, m.index));
+      const kind = matcher.kinds.get(m[1].toLowerCase()) || "q";
+      out.push(el("mark", {class: kind === "x" ? "hl-x" : "hl-q"}, m[0]));
+      last = m.index + m[0].length;
+    }
+    if (last < text.length) out.push(text.slice(last));
+    return out;
+  }
+
+  function snippet(text) {
+    if (!text || text.length <= SNIPPET_CHARS) return text || "";
+    let cut = text.lastIndexOf(" ", SNIPPET_CHARS);
+    if (cut < SNIPPET_CHARS * 0.8) cut = SNIPPET_CHARS;
+    return text.slice(0, cut).replace(/[\s.,;:]+$/, "") + "…";
+  }
+
+  // ---- modes ---------------------------------------------------------------------------------------
+  function selectedMode() {
+    const checked = modesBox.querySelector("input[name=mode]:checked");
+    return checked ? checked.value : null;
+  }
+
+  function renderModes(modes, current) {
+    const legendEl = modesBox.querySelector("legend");
+    modesBox.replaceChildren(legendEl);
+    for (const mode of modes) {
+      const id = "mode-" + mode;
+      modesBox.append(el("span", {class: "mode"},
+        el("input", {type: "radio", name: "mode", id, value: mode, checked: mode === current}),
+        el("label", {for: id, title: MODE_HELP[mode] || mode}, mode)));
+    }
+  }
+
+  async function loadStats() {
+    try {
+      stats = await api("/stats");
+    } catch (err) {
+      showError(err);
+      modesBox.hidden = true;
+      return;
+    }
+    const modes = Array.isArray(stats.modes) && stats.modes.length ? stats.modes : [stats.default_mode];
+    const wanted = new URLSearchParams(location.search).get("mode");
+    renderModes(modes, modes.includes(wanted) ? wanted : (stats.default_mode || modes[0]));
+    modesBox.hidden = modes.length < 2;
+    const parts = [];
+    if (typeof stats.documents === "number") parts.push(`${stats.documents.toLocaleString()} documents`);
+    if (stats.model) parts.push(`model ${stats.model}`);
+    parts.push(`modes: ${modes.join(", ")}`);
+    $("index-info").textContent = parts.join(" · ");
+  }
+
+  // ---- search --------------------------------------------------------------------------------------
+  async function expansionOf(query) {
+    if (encodeCache.has(query)) return encodeCache.get(query);
+    let found = null;
+    try {
+      const enc = await api("/encode", {text: query});
+      found = new Set(enc.expansion || []);
+    } catch (e) {
+      found = null;  // no encoder on this service: expansion terms cannot be told apart
+    }
+    encodeCache.set(query, found);
+    return found;
+  }
+
+  function setBusy(busy) {
+    results.setAttribute("aria-busy", busy ? "true" : "false");
+    form.classList.toggle("busy", busy);
+    goButton.textContent = busy ? "Searching…" : "Search";
+  }
+
+  async function search() {
+    const query = input.value;
+    const mode = selectedMode();
+    const k = parseInt(kSelect.value, 10) || 10;
+    const my = ++seq;
+    clearError();
+    setBusy(true);
+    results.dataset.state = "loading";
+
+    const params = new URLSearchParams();
+    params.set("q", query);
+    if (mode) params.set("mode", mode);
+    history.replaceState(null, "", "?" + params.toString());
+
+    const body = {query, k, explain: true, fields: ["title", "text"]};
+    if (mode) body.mode = mode;
+    const effective = mode || (stats && stats.default_mode);
+    const wantsExpansion = query.trim() && (effective === "sparse" || effective === "hybrid" || !effective);
+    try {
+      const [res, expansion] = await Promise.all([
+        api("/search", body),
+        wantsExpansion ? expansionOf(query) : Promise.resolve(null),
+      ]);
+      if (my !== seq) return;
+      render(res, expansion);
+      results.dataset.state = "done";
+    } catch (err) {
+      if (my !== seq) return;
+      results.replaceChildren();
+      statusEl.textContent = "";
+      noticeEl.hidden = true;
+      legend.hidden = true;
+      results.dataset.state = "error";
+      showError(err);
+    } finally {
+      if (my === seq) setBusy(false);
+    }
+  }
+
+  function fusionText(fusion) {
+    if (!fusion || !fusion.method) return "";
+    let s = `fusion ${fusion.method}`;
+    if (fusion.normalization) s += ` (${fusion.normalization})`;
+    if (fusion.weights) {
+      s += " " + Object.entries(fusion.weights).map(([n, w]) => `${n} ${fmt(w)}`).join(", ");
+    }
+    return s;
+  }
+
+  function render(res, expansion) {
+    const hits = res.hits || [];
+    results.dataset.mode = res.mode || "";
+    const parts = [`${hits.length} result${hits.length === 1 ? "" : "s"}`, `mode ${res.mode}`];
+    if (typeof res.took_ms === "number") parts.push(`${fmt(res.took_ms)} ms`);
+    const fusion = fusionText(res.fusion);
+    if (fusion) parts.push(fusion);
+    statusEl.textContent = parts.join(" · ");
+
+    noticeEl.hidden = !res.truncated;
+    noticeEl.textContent = res.truncated
+      ? "Your query is longer than the encoder's maximum length: it was cut, and only its beginning was searched."
+      : "";
+
+    const sparseTerms = res.mode === "sparse" || res.mode === "hybrid";
+    const expansionSet = sparseTerms && expansion ? expansion : new Set();
+    let maxContribution = 0;
+    for (const h of hits) {
+      for (const t of (h.explanation && h.explanation.terms) || []) {
+        maxContribution = Math.max(maxContribution, t.contribution);
+      }
+    }
+    const queryWords = words(res.query || "");
+    const expansionWords = [...expansionSet].filter((t) => !t.startsWith("##") && /^[\p{L}\p{N}]+$/u.test(t));
+    const matcher = makeMatcher(queryWords, expansionWords);
+
+    legend.hidden = !hits.some((h) => h.explanation && h.explanation.terms && h.explanation.terms.length);
+    legend.querySelector(".legend-exp").hidden = !sparseTerms;
+
+    if (!hits.length) {
+      results.replaceChildren(el("li", {class: "empty"}, "No document matches this query."));
+      return;
+    }
+    results.replaceChildren(...hits.map((h) => renderHit(h, res.mode, matcher, expansionSet, maxContribution)));
+  }
+
+  function renderHit(hit, mode, matcher, expansionSet, maxContribution) {
+    const titleId = `hit-${hit.rank}-title`;
+    const title = hit.title && hit.title.trim() ? hit.title : hit.id;
+    const ex = hit.explanation || {};
+    return el("li", {class: "hit", "data-id": hit.id},
+      el("article", {"aria-labelledby": titleId},
+        el("header", {class: "hit-head"},
+          el("span", {class: "rank", "aria-label": `rank ${hit.rank}`}, hit.rank),
+          el("h2", {id: titleId, class: "hit-title"}, highlighted(title, matcher)),
+          el("span", {class: "score", title: "score"}, fmt(hit.score))),
+        el("p", {class: "snippet"}, highlighted(snippet(hit.text), matcher)),
+        ex.retrievers ? renderRetrievers(ex.retrievers) : null,
+        renderTerms(ex.terms, mode, expansionSet, maxContribution),
+        el("p", {class: "doc-id muted"}, "id ", el("code", null, hit.id))));
+  }
+
+  function renderRetrievers(retrievers) {
+    const order = ((stats && stats.modes) || []).filter((m) => m in retrievers);
+    for (const name of Object.keys(retrievers)) if (!order.includes(name)) order.push(name);
+    return el("ul", {class: "retrievers", "aria-label": "Per-retriever score and rank"},
+      order.map((name) => {
+        const r = retrievers[name];
+        if (!r) {
+          return el("li", {class: "ret missed", title: `${name}: not in its ranked list`},
+            el("span", {class: "ret-name"}, name), el("span", {class: "ret-rank"}, "—"));
+        }
+        return el("li", {class: "ret", title: `${name}: rank ${r.rank}, score ${r.score}`},
+          el("span", {class: "ret-name"}, name),
+          el("span", {class: "ret-rank"}, `#${r.rank}`),
+          el("span", {class: "ret-score"}, fmt(r.score)));
+      }));
+  }
+
+  function renderTerms(terms, mode, expansionSet, maxContribution) {
+    if (!terms) {
+      return mode === "dense" ? el("p", {class: "no-terms muted"}, "Dense match: no terms to show.") : null;
+    }
+    if (!terms.length) return el("p", {class: "no-terms muted"}, "No shared terms.");
+    const shown = terms.slice(0, MAX_CHIPS);
+    const label = mode === "bm25" ? "Matched BM25 terms" : "Matched SPLADE terms";
+    const list = el("ul", {class: "chips", "aria-label": label},
+      shown.map((t) => {
+        const w = maxContribution > 0 ? Math.max(0, Math.min(1, t.contribution / maxContribution)) : 0;
+        const isExpansion = expansionSet.has(t.term);
+        const tip = `${t.term}${isExpansion ? " (expansion)" : ""}: query ${fmt(t.query_weight)} × ` +
+          `document ${fmt(t.doc_weight)} = ${fmt(t.contribution)}`;
+        return el("li", {class: isExpansion ? "chip expansion" : "chip", style: `--w: ${w.toFixed(3)}`,
+          title: tip, "data-term": t.term},
+          isExpansion ? el("span", {class: "sr-only"}, "expansion term: ") : null,
+          el("span", {class: "chip-term"}, t.term),
+          el("span", {class: "chip-value"}, fmt(t.contribution)));
+      }));
+    const more = terms.length > shown.length
+      ? el("span", {class: "more muted"}, `+${terms.length - shown.length} more`) : null;
+    return el("div", {class: "terms"}, list, more);
+  }
+
+  // ---- wiring --------------------------------------------------------------------------------------
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    search();
+  });
+  modesBox.addEventListener("change", () => {
+    if (input.value.trim() && results.dataset.state) search();  // re-run the shown query in the new mode
+  });
+
+  (async function init() {
+    const q = new URLSearchParams(location.search).get("q");
+    if (q) input.value = q;
+    await loadStats();
+    if (q && q.trim()) search();
+    else input.focus();
+  })();
+})();
