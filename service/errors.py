@@ -29,6 +29,7 @@ class ApiError(Exception):
 
 
 def error_body(status: int, message: str, code: str | None = None, **extra) -> dict:
+    message = message.encode("utf-8", "backslashreplace").decode()  # a lone surrogate fails the JSON render
     return {"error": {"code": code or CODES.get(status, "error"), "message": message, **extra}}
 
 

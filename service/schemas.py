@@ -22,7 +22,16 @@ _FUSION = ('hybrid fusion, e.g. {"method": "rrf"} or {"method": "convex", "weigh
 def _not_blank(v: str) -> str:
     if not v.strip():
         raise ValueError("query is empty")
+    _utf8(v, "text")
     return v
+
+
+def _utf8(v: str, what: str) -> None:
+    """Refuse text without a UTF-8 form (a lone surrogate, JSON "\\ud800"): the tokenizer fails on it."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} holds a lone surrogate, not valid Unicode") from None
 
 
 class _Strict(BaseModel):
@@ -64,6 +73,7 @@ class BatchSearchRequest(_Strict):
         for i, q in enumerate(v):
             if not q.strip():
                 raise ValueError(f"query {i} is empty")
+            _utf8(q, f"query {i}")
         return v
 
 
