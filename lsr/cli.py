@@ -263,7 +263,8 @@ def _cmd_demo(a) -> int:
         print(summary.line())
     url = f"http://{a.host}:{a.port}"
     q = next(iter(demo_queries().values()))["text"]
-    print("\nTry:")
+    print(f"\nSearch page: {url}/   API docs: {url}/docs")
+    print("Try:")
     print(f"  curl -s '{url}/search?q=copy+a+directory+tree&k=3'")
     print(f"  curl -s -X POST {url}/search -H 'Content-Type: application/json' "
           f"-d '{json.dumps({'query': q, 'k': 5})}'")
