@@ -26,6 +26,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lsr.corpus import jsonl_lines
 from lsr.errors import CorpusError, LsrError
 
 #: Where BEIR publishes its data sets (the URL the ``beir`` package downloads from).
@@ -59,35 +60,24 @@ def read_queries(path: str | Path) -> dict[str, str]:
     """
     path = Path(path)
     out: dict[str, str] = {}
-    try:
-        fh = open(path, encoding="utf-8")
-    except OSError as e:
-        raise CorpusError(f"{path}: cannot read ({e.strerror})") from None
-    with fh:
-        n = 0
+    for n, line in jsonl_lines(path):
+        where = f"{path}:{n}"
         try:
-            for n, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{n}"
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise CorpusError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-                if not isinstance(obj, dict):
-                    raise CorpusError(f"{where}: expected a JSON object with _id and text")
-                qid, text = obj.get("_id", obj.get("id")), obj.get("text")
-                if isinstance(qid, int) and not isinstance(qid, bool):
-                    qid = str(qid)
-                if not isinstance(qid, str) or not qid.strip():
-                    raise CorpusError(f"{where}: no '_id' (a non-empty string)")
-                if not isinstance(text, str):
-                    raise CorpusError(f"{where}: query {qid!r} has no 'text' string")
-                if qid in out:
-                    raise CorpusError(f"{where}: repeats query id {qid!r}")
-                out[qid] = text
-        except UnicodeDecodeError:
-            raise CorpusError(f"{path}:{n + 1}: not valid UTF-8") from None
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CorpusError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise CorpusError(f"{where}: expected a JSON object with _id and text")
+        qid, text = obj.get("_id", obj.get("id")), obj.get("text")
+        if isinstance(qid, int) and not isinstance(qid, bool):
+            qid = str(qid)
+        if not isinstance(qid, str) or not qid.strip():
+            raise CorpusError(f"{where}: no '_id' (a non-empty string)")
+        if not isinstance(text, str):
+            raise CorpusError(f"{where}: query {qid!r} has no 'text' string")
+        if qid in out:
+            raise CorpusError(f"{where}: repeats query id {qid!r}")
+        out[qid] = text
     if not out:
         raise CorpusError(f"{path}: no queries")
     return out

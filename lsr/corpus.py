@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from lsr.errors import CorpusError
 
@@ -81,6 +82,23 @@ def _parse(line: str, where: str, seen: dict[str, int], lineno: int) -> Record:
     return Record(doc_id, title, text)
 
 
+def jsonl_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """The non-blank lines of a UTF-8 file with their line numbers; CorpusError names an unreadable file
+    or the first line that is not UTF-8."""
+    try:
+        fh = open(path, encoding="utf-8")
+    except OSError as e:
+        raise CorpusError(f"{path}: cannot read ({e.strerror})") from None
+    with fh:
+        n = 0
+        try:
+            for n, line in enumerate(fh, start=1):
+                if line.strip():
+                    yield n, line
+        except UnicodeDecodeError:
+            raise CorpusError(f"{path}:{n + 1}: not valid UTF-8") from None
+
+
 def read_corpus(path: str | Path, *, skip_bad: bool = False, limit: int | None = None) -> Corpus:
     """Read and validate a corpus.
 
@@ -95,28 +113,17 @@ def read_corpus(path: str | Path, *, skip_bad: bool = False, limit: int | None =
     records: list[Record] = []
     seen: dict[str, int] = {}
     skipped, examples = 0, []
-    try:
-        fh = open(f, encoding="utf-8")
-    except OSError as e:
-        raise CorpusError(f"{f}: cannot read ({e.strerror})") from None
-    with fh:
-        lineno = 0
+    for lineno, line in jsonl_lines(f):
         try:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(_parse(line, f"{f}:{lineno}", seen, lineno))
-                except CorpusError as e:
-                    if not skip_bad:
-                        raise
-                    skipped += 1
-                    if len(examples) < 3:
-                        examples.append(str(e))
-                if limit is not None and len(records) >= limit:
-                    break
-        except UnicodeDecodeError:
-            raise CorpusError(f"{f}:{lineno + 1}: not valid UTF-8") from None
+            records.append(_parse(line, f"{f}:{lineno}", seen, lineno))
+        except CorpusError as e:
+            if not skip_bad:
+                raise
+            skipped += 1
+            if len(examples) < 3:
+                examples.append(str(e))
+        if limit is not None and len(records) >= limit:
+            break
     if not records:
         raise CorpusError(f"{f}: no documents" + (f" ({skipped} bad lines skipped)" if skipped else ""))
     return Corpus(f, records, skipped, examples)
