@@ -85,6 +85,11 @@ def check_fusion(fusion: Any, available: list[str]) -> dict:
     if out.get("normalization", "minmax") not in NORMALIZATIONS:
         raise ValueError(f"fusion normalization must be one of {NORMALIZATIONS}, "
                          f"got {out['normalization']!r}")
+    if "k" in out:
+        k = out["k"]
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 <= k < float("inf"):
+            raise ValueError(f"fusion k (RRF) must be a finite number >= 0, got {k!r}")
+        out["k"] = float(k)
     weights = out.get("weights") or {s: 1.0 for s in available}
     if not isinstance(weights, dict) or not weights:
         raise ValueError("fusion weights must be an object {retriever: weight}")

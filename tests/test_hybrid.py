@@ -70,6 +70,10 @@ def test_bad_modes_and_fusions(mini_searcher, tmp_path):
         mini_searcher.search("bread", fusion={"method": "max"})
     with pytest.raises(ValueError, match="must not all be 0"):
         mini_searcher.search("bread", fusion={"weights": {"sparse": 0, "dense": 0}})
+    for k in (float("inf"), float("nan"), -1, "60", True):
+        with pytest.raises(ValueError, match="fusion k"):
+            mini_searcher.search("bread", fusion={"method": "rrf", "k": k})
+    assert mini_searcher.search("bread", k=2, fusion={"method": "rrf", "k": 0})
     out = tmp_path / "sparse-only"
     index_corpus(MINI_CORPUS, out, encoder=mini_searcher.encoder, show_progress=False, dense=None, bm25=False,
                  limit=8)

@@ -109,6 +109,7 @@ def test_modes_and_fusion(client, mini_searcher):
     expected = mini_searcher.search("glaciers carve valleys", k=5, fusion=fusion, with_text=False)
     assert [h["id"] for h in r["hits"]] == [h.id for h in expected]
     for bad, fragment in (({"mode": "colbert"}, "mode"), ({"fusion": {"method": "max"}}, "fusion method"),
-                          ({"fusion": {"weights": {"splade": 1}}}, "unknown retriever")):
+                          ({"fusion": {"weights": {"splade": 1}}}, "unknown retriever"),
+                          ({"fusion": {"method": "rrf", "k": "sixty"}}, "fusion k")):
         r = client.post("/search", json={"query": "bread", **bad})
         assert r.status_code == 422 and fragment in err(r), r.json()
