@@ -26,7 +26,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lsr.corpus import jsonl_lines
+from lsr.corpus import json_record, jsonl_lines
 from lsr.errors import CorpusError, LsrError
 
 #: Where BEIR publishes its data sets (the URL the ``beir`` package downloads from).
@@ -62,15 +62,8 @@ def read_queries(path: str | Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for n, line in jsonl_lines(path):
         where = f"{path}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CorpusError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise CorpusError(f"{where}: expected a JSON object with _id and text")
-        qid, text = obj.get("_id", obj.get("id")), obj.get("text")
-        if isinstance(qid, int) and not isinstance(qid, bool):
-            qid = str(qid)
+        obj, qid = json_record(line, where)
+        text = obj.get("text")
         if not isinstance(qid, str) or not qid.strip():
             raise CorpusError(f"{where}: no '_id' (a non-empty string)")
         if not isinstance(text, str):

@@ -55,18 +55,23 @@ def corpus_file(path: str | Path) -> Path:
     return p
 
 
-def _parse(line: str, where: str, seen: dict[str, int], lineno: int) -> Record:
+def json_record(line: str, where: str) -> tuple[dict, object]:
+    """One JSONL line as (object, id): the id is ``_id`` or ``id`` (integers as strings), None when absent.
+    CorpusError, prefixed with ``where``, for a line that is not JSON or not an object."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         raise CorpusError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(obj, dict):
         raise CorpusError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    doc_id = obj.get("_id", obj.get("id"))
+    rid = obj.get("_id", obj.get("id"))
+    return obj, str(rid) if isinstance(rid, int) and not isinstance(rid, bool) else rid
+
+
+def _parse(line: str, where: str, seen: dict[str, int], lineno: int) -> Record:
+    obj, doc_id = json_record(line, where)
     if doc_id is None:
         raise CorpusError(f"{where}: no 'id' or '_id' field")
-    if isinstance(doc_id, int) and not isinstance(doc_id, bool):
-        doc_id = str(doc_id)
     if not isinstance(doc_id, str) or not doc_id.strip() or "\n" in doc_id or "\r" in doc_id:
         raise CorpusError(f"{where}: the id must be a non-empty single-line string, got {doc_id!r}")
     if "text" not in obj:
