@@ -50,7 +50,9 @@ def _fusion(searcher, mode: str | None, fusion: dict | None) -> tuple[str, dict 
 
 
 def _truncated(searcher, query: str) -> bool:
-    return searcher.query_tokens(query)[1] if searcher.encoder is not None else False
+    if searcher.encoder is None or len(query) + 2 <= searcher.encoder.max_length:
+        return False  # a WordPiece token covers at least one character: no need to tokenize
+    return searcher.query_tokens(query)[1]
 
 
 def _search_one(searcher, body: SearchRequest) -> dict:
