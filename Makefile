@@ -12,20 +12,28 @@ SOURCES := $(shell find lsr index service -name '*.py' -o -name '*.json' -o -nam
 
 .PHONY: demo test lint venv clean chromium
 
+# pip's and apt's own output goes to a log file; a failure prints the log's last lines.
+LOG := $(VENV)/install.log
+QUIET = >>$(LOG) 2>&1 || { echo "failed; the last lines of $(LOG):"; tail -n 40 $(LOG); exit 1; }
+
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip "setuptools>=69" wheel
+	@echo "setting up $(VENV) (pip's output: $(LOG))"
+	@$(BIN)/pip install -q --upgrade pip "setuptools>=69" wheel $(QUIET)
 
 # torch first: the pinned CPU wheel lies on local disk; any other spec may pull a multi-GB CUDA build.
 $(VENV)/.deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q "torch==2.13.0" -e ".[serve,models,beir,dev]" --config-settings editable_mode=strict
-	touch $@
+	@echo "installing torch==2.13.0 (CPU), then lsr-engine with its serve, models, beir and dev extras"
+	@$(BIN)/pip install -q torch==2.13.0 $(QUIET)
+	@$(BIN)/pip install -q "torch==2.13.0" -e ".[serve,models,beir,dev]" --config-settings editable_mode=strict \
+	  $(QUIET)
+	@touch $@
 
 # strict editable installs link files one by one: re-link when a source file appears or changes.
 $(VENV)/.installed: $(VENV)/.deps $(SOURCES)
-	$(BIN)/pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
-	touch $@
+	@echo "linking the sources into $(VENV) (editable, strict)"
+	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=strict $(QUIET)
+	@touch $@
 
 venv: $(VENV)/.installed
 
@@ -37,9 +45,10 @@ test: $(VENV)/.installed chromium
 chromium:
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else SUDO=none; fi; \
-	  if [ "$$SUDO" != none ] && $$SUDO apt-get update -qq && \
-	     $$SUDO apt-get install -y -qq --no-install-recommends chromium; then :; \
-	  else echo "chromium: not installed (needs root or sudo); the browser test will be skipped"; fi; }
+	  mkdir -p $(VENV); echo "chromium: installing Debian's chromium for the browser test (apt's output: $(VENV)/chromium.log)"; \
+	  if [ "$$SUDO" != none ] && $$SUDO apt-get update -qq >$(VENV)/chromium.log 2>&1 && \
+	     $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >>$(VENV)/chromium.log 2>&1; then :; \
+	  else echo "chromium: not installed (needs root or sudo, see $(VENV)/chromium.log); the browser test will be skipped"; fi; }
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check lsr index service tests scripts
