@@ -17,6 +17,9 @@ from pathlib import Path
 
 from lsr.corpus import Record
 
+#: Where ``lsr demo`` (and ``make demo``) keep the demo index; ``lsr eval --beir demo`` reuses it.
+DEMO_INDEX_DIR = Path.home() / ".cache" / "lsr-engine" / "demo-index"
+
 DEMO_MODULES = (
     "abc argparse array asyncio base64 bisect calendar codecs collections configparser contextlib copy "
     "csv dataclasses datetime decimal difflib doctest email.message enum fnmatch fractions functools "

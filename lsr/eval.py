@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from lsr.demo import DEMO_INDEX_DIR
 from lsr.errors import LsrError
 
 MODES = ("sparse", "dense", "hybrid", "bm25")
@@ -49,13 +50,37 @@ def _model_checksum(name: str) -> str | None:
     return sha256_file(weights) if weights is not None else None
 
 
+def _built_sides(folder: Path, settings: dict) -> dict | None:
+    """The sides of the index in ``folder`` if its own manifest says it was built from the corpus, model and
+    settings in ``settings`` (else None): ``{"dense": name or None, "dense_sha256": ..., "bm25": bool}``."""
+    from lsr.index.storage import read_manifest
+
+    try:
+        manifest = read_manifest(folder)
+    except LsrError:
+        return None
+    meta = manifest.get("metadata", {})
+    enc = meta.get("encoder", {})
+    same_model = (enc.get("weights_sha256") == settings["model_sha256"] if settings["model_sha256"]
+                  else enc.get("name") == settings["model"])
+    if not (same_model and meta.get("corpus", {}).get("sha256") == settings["corpus_sha256"]
+            and enc.get("max_length") == settings["max_length"]
+            and manifest.get("block_size") == settings["block_size"]
+            and manifest.get("quantization") == settings["quantization"]):
+        return None
+    sides = manifest.get("sides", {})
+    dense = sides.get("dense", {}).get("encoder", {})
+    return {"dense": dense.get("name"), "dense_sha256": dense.get("weights_sha256"),
+            "bm25": sides.get("bm25", {}).get("analyzer") == "wordpiece"}
+
+
 def ensure_index(ds, *, index_dir: str | Path, model: str = "splade-tiny", dense_model: str | None = "minilm",
                  bm25: bool = True, device: str = "auto", batch_size: int = 32, rebuild: bool = False,
                  show_progress: bool = True) -> tuple[Path, dict]:
     """The index of ``ds`` (a :class:`~lsr.beir.BeirDataset`) with at least the sides asked for: reused
-    from ``index_dir`` when the corpus checksum, the models and the settings match, else built there
-    (keeping the sides the cached one had). Returns its folder and build facts."""
-    from lsr.index.storage import read_manifest, write_manifest
+    when an index in ``index_dir`` (or, for the demo data set, the ``lsr demo`` index) was built, by its own
+    manifest, from the same corpus checksum, models and settings; else built in ``index_dir`` (keeping the
+    sides the cached one had). Returns its folder and build facts."""
     from lsr.indexing import index_corpus
 
     settings = {"corpus_sha256": ds.checksums.get("corpus.jsonl"), "model": model,
@@ -65,26 +90,21 @@ def ensure_index(ds, *, index_dir: str | Path, model: str = "splade-tiny", dense
     sides = {"dense": dense_model, "dense_sha256": _model_checksum(dense_model) if dense_model else None,
              "bm25": bm25}
     folder = Path(index_dir) / f"{ds.name}-{key[:16]}"
-    if folder.exists() and not rebuild:
-        try:
-            have = read_manifest(folder).get("metadata", {}).get("eval", {})
-        except LsrError:
-            have = {}
-        if have.get("key") == key:
-            has_dense = have.get("dense") is not None
-            if (not dense_model or (has_dense and have.get("dense_sha256") == sides["dense_sha256"])) and \
-                    (not bm25 or have.get("bm25")):
-                return folder, {"path": str(folder), "cached": True, "key": key, "settings": settings,
-                                "sides": have}
-            if has_dense and not dense_model:  # keep what the cached index had
-                sides.update(dense=have["dense"], dense_sha256=have.get("dense_sha256"))
-            sides["bm25"] = bool(bm25 or have.get("bm25"))
+    candidates = [folder, DEMO_INDEX_DIR] if ds.name == "demo" else [folder]
+    for candidate in candidates if not rebuild else []:
+        have = _built_sides(candidate, settings)
+        if have is None:
+            continue
+        if (not dense_model or have["dense_sha256"] == sides["dense_sha256"]) and (not bm25 or have["bm25"]):
+            return candidate, {"path": str(candidate), "cached": True, "key": key, "settings": settings,
+                               "sides": have}
+        if candidate == folder:
+            if have["dense"] and not dense_model:  # keep what the cached index had
+                sides.update(dense=have["dense"], dense_sha256=have["dense_sha256"])
+            sides["bm25"] = bool(bm25 or have["bm25"])
     summary = index_corpus(ds.corpus, folder, model=model, device=device, batch_size=batch_size,
                            overwrite=True, show_progress=show_progress, corpus_name=ds.name,
                            dense=sides["dense"], bm25=sides["bm25"])
-    manifest = read_manifest(folder)
-    manifest.setdefault("metadata", {})["eval"] = {"key": key, **sides}
-    write_manifest(folder, manifest)
     return folder, {"path": str(folder), "cached": False, "key": key, "settings": settings, "sides": sides,
                     "build_seconds": summary.seconds}
 

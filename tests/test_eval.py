@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +175,20 @@ def test_python_dash_m_lsr_eval_is_the_same_command(capsys):
         eval_main(["--help"])
     assert e.value.code == 0
     assert "--baselines" in capsys.readouterr().out
+
+
+def test_eval_of_demo_reuses_the_lsr_demo_index(tmp_path, monkeypatch, mini_index):
+    """`lsr eval --beir demo` reuses the index `lsr demo` built when its manifest shows the same corpus,
+    model and settings, instead of indexing the demo corpus again."""
+    import types
+
+    import lsr.eval as ev
+    from lsr.index.storage import sha256_file
+
+    corpus = Path(__file__).parent.parent / "data" / "mini" / "corpus.jsonl"
+    monkeypatch.setattr(ev, "DEMO_INDEX_DIR", mini_index)
+    ds = types.SimpleNamespace(name="demo", corpus=corpus, checksums={"corpus.jsonl": sha256_file(corpus)})
+    folder, info = ev.ensure_index(ds, index_dir=tmp_path / "cache")
+    assert folder == mini_index and info["cached"] is True and not (tmp_path / "cache").exists()
+    settings = {**info["settings"], "corpus_sha256": "0" * 64}
+    assert ev._built_sides(mini_index, settings) is None  # another corpus: not reused
