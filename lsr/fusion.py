@@ -33,6 +33,19 @@ Run = Mapping[str, Mapping[str, float]]
 
 NORMALIZATIONS = ("minmax", "zscore", "tmm")
 METHODS = ("rrf", "convex")
+#: largest RRF ``k``: beyond it every rank's ``1 / (k + rank)`` is nearly the same and the ranking degenerates
+MAX_RRF_K = 1e6
+
+
+def scaled(weights: Sequence[float]) -> list[float]:
+    """Finite weights >= 0 divided by their largest (so their sum cannot overflow); the largest becomes 1.
+
+    Example:
+        >>> scaled([1e308, 5e307])
+        [1.0, 0.5]
+    """
+    top = max(weights)
+    return [w / top for w in weights]
 
 
 def _check_runs(runs: Sequence[Run], weights: Sequence[float] | None) -> list[float]:
@@ -97,7 +110,7 @@ def convex(runs: Sequence[Run], *, weights: Sequence[float] | None = None, norma
         >>> convex([{"q": {"a": 2.0, "b": 1.0}}, {"q": {"b": 1.0}}], weights=[0.3, 0.7])["q"]
         {'b': 0.7, 'a': 0.3}
     """
-    weights = _check_runs(runs, weights)
+    weights = scaled(_check_runs(runs, weights))  # scaled first: the sum of 1e308s overflows to inf
     weights = [w / sum(weights) for w in weights]
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"unknown normalization {normalization!r}: use one of {', '.join(NORMALIZATIONS)}")
@@ -117,15 +130,19 @@ def rrf(runs: Sequence[Run], *, k: float = 60.0, weights: Sequence[float] | None
         top: int | None = None) -> dict[str, dict[str, float]]:
     """Reciprocal rank fusion (Cormack et al. 2009): ``sum_r w_r / (k + rank)``, ranks from 1.
 
-    Weights default to 1 for every run (the original RRF).
+    Weights default to 1 for every run (the original RRF); weights whose sum overflows are scaled so the
+    largest is 1 (the same ranking, finite scores). ``k`` is at most :data:`MAX_RRF_K`.
 
     Example:
         >>> rrf([{"q": {"a": 9.0, "b": 1.0}}, {"q": {"b": 5.0}}], k=1)["q"]
         {'b': 0.8333333333333333, 'a': 0.5}
     """
     weights = _check_runs(runs, weights if weights is not None else [1.0] * len(runs))
-    if not isinstance(k, (int, float)) or isinstance(k, bool) or not k >= 0:
-        raise ValueError(f"k must be a number >= 0, got {k!r}")
+    if not math.isfinite(sum(weights)):  # each score is at most sum(weights) / (k + 1)
+        weights = scaled(weights)
+    if not isinstance(k, (int, float)) or isinstance(k, bool) or not 0 <= k <= MAX_RRF_K:
+        raise ValueError(f"k must be a number in 0..{MAX_RRF_K:.0f}, got {k!r} (with a larger k every rank "
+                         "scores about the same)")
     out = {}
     for q in _queries(runs):
         fused: dict[str, float] = {}

@@ -68,10 +68,23 @@ def default_fusion(manifest: dict) -> dict:
     return {"method": "convex", "normalization": "minmax", "weights": {s: 1.0 for s in sides}}
 
 
-def check_fusion(fusion: Any, available: list[str]) -> dict:
-    """Check a fusion setting (from Python, CLI JSON or HTTP); a ValueError names the problem."""
-    from lsr.fusion import METHODS, NORMALIZATIONS
+def check_fusion(fusion: Any, available: list[str], *, mode: str = "hybrid") -> dict:
+    """Check a fusion setting (from Python, CLI JSON, HTTP or a manifest); a ValueError names the problem.
 
+    Every interface goes through here, so the numbers are bounded here: convex weights come back
+    normalised to sum 1 and RRF weights scaled so the largest is 1 (the same rankings; fused scores
+    cannot overflow, nor all underflow to 0), and RRF ``k`` is at most :data:`lsr.fusion.MAX_RRF_K`.
+    A fusion applies only to ``mode`` "hybrid": given with another mode it is refused, not ignored.
+
+    Example:
+        >>> check_fusion({"weights": {"sparse": 3, "dense": 1}}, ["sparse", "dense"])["weights"]
+        {'sparse': 0.75, 'dense': 0.25}
+    """
+    from lsr.fusion import MAX_RRF_K, METHODS, NORMALIZATIONS, scaled
+
+    if mode != "hybrid":
+        raise ValueError(f"fusion applies only to mode 'hybrid', not {mode!r}: leave fusion out or use "
+                         "mode 'hybrid'")
     if not isinstance(fusion, dict):
         raise ValueError(f"fusion must be an object like {{'method': 'rrf'}}, got {type(fusion).__name__}")
     unknown = set(fusion) - {"method", "weights", "normalization", "k", "depth", "tuned"}
@@ -85,10 +98,11 @@ def check_fusion(fusion: Any, available: list[str]) -> dict:
     if out.get("normalization", "minmax") not in NORMALIZATIONS:
         raise ValueError(f"fusion normalization must be one of {NORMALIZATIONS}, "
                          f"got {out['normalization']!r}")
-    if "k" in out:
-        k = out["k"]
-        if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 <= k < float("inf"):
-            raise ValueError(f"fusion k (RRF) must be a finite number >= 0, got {k!r}")
+    if "k" in out or out["method"] == "rrf":
+        k = out.get("k", 60.0)
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 <= k <= MAX_RRF_K:
+            raise ValueError(f"fusion k (RRF) must be a number in 0..{MAX_RRF_K:.0f}, got {k!r} (with a "
+                             "larger k every rank scores about the same)")
         out["k"] = float(k)
     weights = out.get("weights") or {s: 1.0 for s in available}
     if not isinstance(weights, dict) or not weights:
@@ -100,10 +114,18 @@ def check_fusion(fusion: Any, available: list[str]) -> dict:
             raise ValueError(f"fusion weight for {name!r}, which this index does not have "
                              f"(it has {', '.join(available)})")
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < float("inf"):
-            raise ValueError(f"fusion weight for {name!r} must be a number >= 0, got {w!r}")
-    if sum(weights.values()) <= 0:
+            raise ValueError(f"fusion weight for {name!r} must be a finite number >= 0, got {w!r}")
+    if not any(w > 0 for w in weights.values()):
         raise ValueError("fusion weights must not all be 0")
-    out["weights"] = {k: float(v) for k, v in weights.items()}
+    names = list(weights)
+    values = scaled([float(weights[n]) for n in names])  # largest 1: no sum overflows
+    for name, v in zip(names, values):
+        if weights[name] > 0 and v == 0.0:
+            raise ValueError(f"fusion weight for {name!r} ({weights[name]!r}) is too small next to the "
+                             f"largest ({max(weights.values())!r}) to count; use 0 to leave it out")
+    if out["method"] == "convex":
+        values = [v / sum(values) for v in values]
+    out["weights"] = dict(zip(names, values))
     depth = out.get("depth", 100)
     if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 10_000:
         raise ValueError(f"fusion depth must be an integer in 1..10000, got {depth!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.message
 import logging
 
 from fastapi import FastAPI, Request
@@ -54,6 +55,47 @@ def one_line(errors: list[dict]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def is_json(content_type: str | None) -> bool:
+    """``application/json`` or ``application/<something>+json`` (parameters such as charset allowed)."""
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    sub = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (sub == "json" or sub.endswith("+json"))
+
+
+def not_json(content_type: str | None) -> str:
+    """The 415 message for a body not sent as JSON (``curl -d`` sends a form type)."""
+    got = f"got Content-Type: {content_type}" if content_type else "got no Content-Type"
+    return (f"send the request body as JSON with the header 'Content-Type: application/json' ({got}; "
+            "with curl: -H 'Content-Type: application/json')")
+
+
+def json_error(exc: RequestValidationError) -> str | None:
+    """The message for a body that is not valid JSON, with the line and column, or None."""
+    for e in exc.errors():
+        if e.get("type") != "json_invalid":
+            continue
+        doc, loc = exc.body, list(e.get("loc", ()))
+        why = str((e.get("ctx") or {}).get("error") or "invalid")
+        if isinstance(doc, str) and len(loc) > 1 and isinstance(loc[1], int):
+            pos = loc[1]
+            line, column = doc.count("\n", 0, pos) + 1, pos - doc.rfind("\n", 0, pos)
+            return f"request body is not valid JSON: {why} at line {line}, column {column}"
+        return f"request body is not valid JSON: {why}"
+    return None
+
+
+def unparsable(exc: BaseException | None) -> str:
+    """The message for a body the JSON parser gave up on (FastAPI's 400 "error parsing the body")."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"request body is not valid UTF-8 (byte {exc.start}): send JSON encoded as UTF-8"
+    if isinstance(exc, RecursionError):
+        return "request body JSON is nested too deeply"
+    return f"request body could not be parsed as JSON ({type(exc).__name__})"
+
+
 def _details(errors: list[dict]) -> list[dict]:
     return [{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e.get("type")}
             for e in errors]
@@ -68,6 +110,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
+        content_type = request.headers.get("content-type")
+        if isinstance(exc.body, (bytes, bytearray)) and exc.body and not is_json(content_type):
+            return error_response(415, not_json(content_type))  # FastAPI reads JSON bodies only
+        message = json_error(exc)
+        if message is not None:
+            return error_response(422, message)
         errors = exc.errors()
         return error_response(422, one_line(errors), details=_details(errors))
 
@@ -78,6 +126,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            return error_response(422, unparsable(exc.__cause__))  # invalid UTF-8, nested too deeply
         return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from lsr.fusion import convex, fuse, normalize, rrf
+from lsr.hybrid import check_fusion
 
 SPARSE = {"q1": {"a": 12.0, "b": 10.0, "c": 4.0}, "q2": {"x": 3.0}}
 DENSE = {"q1": {"b": 0.9, "d": 0.7, "a": 0.5}, "q3": {"y": 0.2, "z": 0.1}}
@@ -77,3 +78,62 @@ def test_fuse_dispatch_and_errors():
         rrf(SPARSE)
     with pytest.raises(ValueError, match="k must be"):
         rrf([SPARSE], k=-1)
+
+
+def test_huge_convex_weights_fuse_like_their_normalised_version():
+    """Regression (issue 11, defect 4): weights of 1e308 overflowed their sum to inf, so every weight became
+    0, every fused score 0.0 and the ranking alphabetical."""
+    for w in ([1e308, 1e308], [1e308, 5e307], [5e-324, 5e-324]):
+        for normalization in ("minmax", "zscore", "tmm"):
+            got = convex([SPARSE, DENSE], weights=w, normalization=normalization)
+            total = sum(x / max(w) for x in w)
+            expected = convex([SPARSE, DENSE], weights=[x / max(w) / total for x in w],
+                              normalization=normalization)
+            assert list(got["q1"]) == list(expected["q1"]), (w, normalization)
+            assert got["q1"] == pytest.approx(expected["q1"]), (w, normalization)
+            assert all(math.isfinite(v) for v in got["q1"].values())
+    assert list(convex([SPARSE, DENSE], weights=[1e308, 1e308])["q1"]) == ["b", "a", "d", "c"]
+
+
+def test_rrf_huge_weights_stay_finite_and_huge_k_is_refused():
+    """Regression (issue 11, defect 4): RRF with k=1e308 gave every document the same score (an
+    alphabetical ranking); weights near the float maximum overflowed to inf."""
+    run = rrf([SPARSE, DENSE, SPARSE], k=0, weights=[1e308, 1e308, 1e308])
+    assert all(math.isfinite(v) for v in run["q1"].values())
+    assert list(run["q1"]) == list(rrf([SPARSE, DENSE, SPARSE], k=0)["q1"])
+    for k in (1e308, 1e6 + 1, float("inf")):
+        with pytest.raises(ValueError, match="k must be"):
+            rrf([SPARSE], k=k)
+    assert rrf([SPARSE], k=1e6)["q1"]["a"] == pytest.approx(1 / (1e6 + 1))
+
+
+@pytest.mark.parametrize("fusion, fragment", [
+    ({"method": "rrf", "k": 1e308}, "fusion k"),
+    ({"method": "rrf", "k": 1e6 + 1}, "fusion k"),
+    ({"method": "convex", "weights": {"sparse": 1e308, "dense": 1e-308}}, "too small"),
+])
+def test_check_fusion_refuses_out_of_range_numbers(fusion, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        check_fusion(fusion, ["sparse", "dense"])
+
+
+def test_check_fusion_normalises_weights():
+    out = check_fusion({"method": "convex", "weights": {"sparse": 1e308, "dense": 1e308}},
+                       ["sparse", "dense"])
+    assert out["weights"] == {"sparse": 0.5, "dense": 0.5}
+    out = check_fusion({"method": "convex", "weights": {"sparse": 3, "dense": 1, "bm25": 0}},
+                       ["sparse", "dense", "bm25"])
+    assert out["weights"] == {"sparse": 0.75, "dense": 0.25, "bm25": 0.0}
+    assert check_fusion({}, ["sparse", "dense"])["weights"] == {"sparse": 0.5, "dense": 0.5}
+    # RRF keeps the original RRF weight 1 for the largest: the scores stay 1 / (k + rank)
+    out = check_fusion({"method": "rrf", "weights": {"sparse": 1e308, "dense": 5e307}}, ["sparse", "dense"])
+    assert out["weights"] == {"sparse": 1.0, "dense": 0.5} and out["k"] == 60.0
+    assert check_fusion({"method": "rrf", "k": 1e6}, ["sparse"])["k"] == 1e6
+
+
+def test_check_fusion_only_for_hybrid():
+    """Regression (issue 11): a fusion given with a single-retriever mode was silently ignored."""
+    for mode in ("sparse", "dense", "bm25"):
+        with pytest.raises(ValueError, match=f"fusion applies only to mode 'hybrid'.*'{mode}'"):
+            check_fusion({"method": "rrf"}, ["sparse", "dense", "bm25"], mode=mode)
+    assert check_fusion({"method": "rrf"}, ["sparse", "dense"], mode="hybrid")["method"] == "rrf"

@@ -19,7 +19,8 @@ def test_sides_and_modes(mini_searcher, mini_index):
     assert manifest["sides"]["dense"]["index"]["kind"] == "flat"
     assert mini_searcher.modes == ["hybrid", "sparse", "dense", "bm25"]
     assert mini_searcher.default_mode == "hybrid"
-    assert mini_searcher.default_fusion["weights"] == {"sparse": 1.0, "dense": 1.0, "bm25": 1.0}
+    # equal weights, normalised to sum 1
+    assert mini_searcher.default_fusion["weights"] == {"sparse": 1 / 3, "dense": 1 / 3, "bm25": 1 / 3}
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "sparse", "dense", "bm25"])

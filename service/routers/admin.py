@@ -25,10 +25,11 @@ router = APIRouter(tags=["admin"])
 def check_token(settings, authorization: str | None) -> None:
     if settings.admin_token is None:
         raise ApiError(404, "admin routes are disabled (set LSR_ADMIN_TOKEN to enable them)")
-    if not authorization or not authorization.startswith("Bearer "):
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():  # the scheme is case-insensitive (RFC 7235)
         raise ApiError(401, "admin routes need 'Authorization: Bearer <token>'",
                        headers={"WWW-Authenticate": "Bearer"})
-    given = authorization.removeprefix("Bearer ").strip().encode()
+    given = token.strip().encode()
     if not hmac.compare_digest(given, settings.admin_token.get_secret_value().encode()):
         raise ApiError(403, "wrong admin token")
 
@@ -48,6 +49,7 @@ async def reload(state: StateDep, settings: SettingsDep,
         t0 = time.perf_counter()
         try:
             new = await state.run(lambda: Searcher.load(path, model=settings.model, device=settings.device))
+            await state.run(new.warm_up)  # its first queries must not wait for Numba either
         except (LsrError, OSError, ValueError) as e:
             raise ApiError(409, f"reload failed, still serving the previous index: {e}") from None
         state.swap(new)  # the old Searcher is freed once the requests holding it are done

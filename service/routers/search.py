@@ -16,6 +16,7 @@ from lsr.hybrid import check_fusion
 from lsr.service.errors import ApiError
 from lsr.service.routers.deps import SettingsDep, StateDep
 from lsr.service.schemas import (
+    DIGITS,
     BatchSearchRequest,
     BatchSearchResponse,
     EncodeRequest,
@@ -38,14 +39,19 @@ def _hit(h, fields) -> dict:
         out[f] = getattr(h, f)
     if h.explanation is not None:
         out["explanation"] = h.explanation
+    if h.weak is not None:
+        out["weak"] = h.weak
     return out
 
 
 def _fusion(searcher, mode: str | None, fusion: dict | None) -> tuple[str, dict | None]:
+    """The mode and the checked fusion (hybrid only; a fusion given with another mode is refused)."""
     mode = mode or searcher.default_mode
     if mode == "hybrid" and mode in searcher.modes:
         return mode, check_fusion(fusion if fusion is not None else searcher.default_fusion,
                                   searcher.retrievers)
+    if fusion is not None and mode != "hybrid":
+        check_fusion(fusion, searcher.retrievers, mode=mode)  # raises: fusion applies only to hybrid
     return mode, None
 
 
@@ -95,8 +101,9 @@ async def search_post(body: SearchRequest, state: StateDep, settings: SettingsDe
     _check(settings, [body.query], body.filter_ids)
     t0 = time.perf_counter()
     searcher = state.searcher
-    if state.batcher is not None and not body.explain and body.filter_ids is None and \
-            (body.mode or searcher.default_mode) == "sparse" and searcher.encoder is not None:
+    plain = not body.explain and body.filter_ids is None and body.fusion is None
+    if state.batcher is not None and plain and (body.mode or searcher.default_mode) == "sparse" and \
+            searcher.encoder is not None:
         vector = await state.batcher.encode(searcher, body.query)  # encoded with concurrent queries
         out = await _run(state, _search_vector, searcher, body, vector)
     else:
@@ -108,7 +115,8 @@ async def search_post(body: SearchRequest, state: StateDep, settings: SettingsDe
 @router.get("/search", response_model=SearchResponse, response_model_exclude_none=True, responses=ERRORS)
 async def search_get(state: StateDep, settings: SettingsDep,
                      q: Annotated[str, Query(description="the query text")],
-                     k: Annotated[int, Query(ge=1, le=1000, description="number of hits (1..1000)")] = 10,
+                     k: Annotated[int, Query(ge=1, le=1000, description="number of hits (1..1000)"),
+                                  DIGITS] = 10,
                      speed: Annotated[Speed, Query(description="exact, safe, fast, fastest")] = "safe",
                      mode: Annotated[Mode | None, Query(description="hybrid, sparse, dense, bm25")] = None,
                      explain: Annotated[bool, Query(description="explain each hit")] = False) -> dict:
@@ -149,7 +157,10 @@ def _encode(searcher, body: EncodeRequest) -> dict:
     batch = (enc.encode_queries if body.kind == "query" else enc.encode_documents)([body.text])
     order = np.argsort(-batch.values, kind="stable")
     tokens = enc.tokenizer.convert_ids_to_tokens(batch.indices[order].tolist())
-    own = set(enc.tokenizer.tokenize(body.text))
+    # the tokens the encoder saw (cut at its max length; cutting also keeps transformers' "sequence length is
+    # longer than the specified maximum" warning out of the server log)
+    seen = enc.tokenizer(body.text, truncation=True, max_length=enc.max_length, verbose=False)["input_ids"]
+    own = set(enc.tokenizer.convert_ids_to_tokens(seen))
     return {"terms": [(t, float(w)) for t, w in zip(tokens, batch.values[order].tolist())], "nnz": batch.nnz,
             "expansion": [t for t in tokens if t not in own], "truncated": _truncated(searcher, body.text)}
 
