@@ -3,6 +3,11 @@
 An index folder is complete exactly when it holds ``manifest.json``: the manifest is written last and lists
 every other file with its size and sha256, and the folder itself only appears at its final path through a
 rename (:func:`atomic_folder`), so readers never see a half-written index.
+
+Files on disk are the user's: an existing path is only ever replaced when it is recognisably ours
+(:func:`check_target`), and the scratch folders a killed build leaves behind (``NAME.tmp-<hex>``,
+``NAME.old-<hex>``) are refused by :func:`read_manifest` and removed by the next build of ``NAME`` once no
+live process holds their lock (:func:`remove_stale`).
 """
 
 from __future__ import annotations
@@ -11,18 +16,40 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from lsr.errors import IndexFormatError
+from lsr.errors import IndexFormatError, LsrError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no locks, so stale scratch folders are kept
+    fcntl = None
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
+#: Present in a temporary build folder until the moment it is renamed into place.
+UNFINISHED_MARKER = ".lsr-unfinished"
+#: The scratch siblings of a target NAME: ``NAME.tmp-<12 hex>`` (being written), ``NAME.old-<12 hex>``
+#: (the replaced folder, set aside during the swap).
+_SCRATCH = re.compile(r"\.(tmp|old)-[0-9a-f]{12}$")
+_MANIFEST_TMP = re.compile(r"(^|/)manifest\.json\.tmp-[0-9a-f]{8}$")
+
+
+class UnsafeTargetError(LsrError):
+    """Refusal to write at a path that is not safely replaceable (a user's folder, a file, the corpus, ...).
+
+    Example:
+        >>> check_target(".", overwrite=True)   # doctest: +SKIP
+        Traceback (most recent call last):
+        UnsafeTargetError: refusing to write at .: it is the current folder ...
+    """
 
 
 def _version() -> str:
@@ -56,48 +83,218 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def _lock(folder: Path) -> int | None:
+    """A descriptor holding an exclusive flock on ``folder`` (released by closing it, or by the death of the
+    process), or None when another open description holds it or the folder is gone."""
+    if fcntl is None:  # pragma: no cover
+        return None
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _new_scratch(parent: Path, name: str, kind: str) -> tuple[Path, int | None]:
+    """Create ``parent/name.<kind>-<hex>`` and lock it (retrying if a concurrent cleaner took it first)."""
+    for _ in range(100):
+        path = parent / f"{name}.{kind}-{secrets.token_hex(6)}"
+        path.mkdir()
+        fd = _lock(path)
+        if fcntl is None:  # pragma: no cover
+            return path, None
+        try:
+            if fd is not None and os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return path, fd
+        except OSError:
+            pass
+        _close(fd)  # another build's cleanup removed it between mkdir and lock: take another name
+    raise OSError(f"cannot create a temporary folder next to {parent / name}")  # pragma: no cover
+
+
+def is_scratch(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a build's temporary folder (by its name ``NAME.tmp-<hex>`` / ``NAME.old-<hex>``,
+    or by the marker inside it), never a loadable index.
+
+    Example:
+        >>> is_scratch("my-index.tmp-0123456789ab")
+        True
+    """
+    p = Path(os.path.abspath(path))
+    return bool(_SCRATCH.search(p.name)) or (p / UNFINISHED_MARKER).exists()
+
+
+def remove_stale(path: str | os.PathLike) -> list[Path]:
+    """Remove the scratch folders of target ``path`` left by killed builds; return those removed.
+
+    A scratch folder is stale when no process holds its lock (a build holds it from creation to the end).
+    ``NAME.old-<hex>`` is a previous index set aside by a build killed during the swap: when ``path`` itself
+    is missing, it is renamed back to ``path`` rather than deleted.
+
+    Example:
+        >>> remove_stale(tmp_path / "my-index")   # doctest: +SKIP
+        [PosixPath('.../my-index.tmp-3f2a9c0d1b7e')]
+    """
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir() or fcntl is None:
+        return []
+    pattern = re.compile(re.escape(path.name) + _SCRATCH.pattern)
+    removed = []
+    for entry in sorted(parent.iterdir()):
+        kind = pattern.fullmatch(entry.name)
+        if kind is None or entry.is_symlink() or not entry.is_dir():
+            continue
+        fd = _lock(entry)
+        if fd is None:  # a live build holds it
+            continue
+        try:
+            if kind.group(1) == "old" and not os.path.lexists(path) and (entry / MANIFEST).is_file():
+                os.rename(entry, path)  # a build died between its two renames: put the previous index back
+                _fsync_dir(parent)
+            else:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+        finally:
+            _close(fd)
+    return removed
+
+
+def _is_inside(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def _unreplaceable(path: Path) -> str | None:
+    """Why the existing ``path`` must not be replaced, or None when it is an lsr folder with nothing else."""
+    if path.is_symlink():
+        return "is a symbolic link"
+    if not path.is_dir():
+        return "is a file, not an index folder"
+    if os.path.ismount(path):
+        return "is a mount point"
+    entries = [Path(root, n) for root, dirs, files in os.walk(path) for n in files + dirs
+               if n in files or Path(root, n).is_symlink()]
+    if not entries:
+        return None  # an empty folder: nothing to lose
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        return f"is a folder that is not an lsr-engine index (it has no {MANIFEST})"
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        manifest = None
+    if not isinstance(manifest, dict) or not str(manifest.get("created_by", "")).startswith("lsr-engine") \
+            or not isinstance(manifest.get("files"), dict):
+        return f"has a {MANIFEST} that is not an lsr-engine manifest"
+    listed = set(manifest["files"])
+    extra = sorted(rel for rel in (e.relative_to(path).as_posix() for e in entries)
+                   if rel not in listed and rel != MANIFEST and not _MANIFEST_TMP.search(rel))
+    if extra:
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        return f"holds {extra[0]}{more}, which its {MANIFEST} does not list"
+    return None
+
+
+def check_target(path: str | os.PathLike, *, overwrite: bool = False,
+                 inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """Raise unless a folder may be written at ``path``: the one place that decides what may be replaced.
+
+    Never the current folder or one holding it, never one of ``inputs`` (the corpus being read) or a folder
+    holding one; an existing ``path`` is replaced only when it is an empty folder or an lsr-engine folder (its
+    ``manifest.json`` is ours and lists every file in it), and only with ``overwrite=True`` (an empty folder
+    needs no overwrite). Raises :class:`UnsafeTargetError`, or FileExistsError when ``overwrite`` is missing.
+
+    Example:
+        >>> check_target(tmp_path / "new-index")   # doctest: +SKIP
+    """
+    path = Path(path)
+    real = path.resolve()
+    cwd = Path.cwd().resolve()
+    if _is_inside(cwd, real):
+        what = "the current folder" if real == cwd else "a folder holding the current folder"
+        raise UnsafeTargetError(f"refusing to write at {path}: it is {what}; give the path of a new folder, "
+                                f"e.g. {path / 'my-index'}")
+    for src in inputs:  # inside an input is fine (an index in its BEIR folder): nothing read is lost
+        s = Path(src).resolve()
+        if _is_inside(s, real):
+            relation = "the same as" if real == s else "a folder holding"
+            raise UnsafeTargetError(f"refusing to write at {path}: it is {relation} the input {src} being "
+                                    "read; write the index to a folder outside it")
+    if not os.path.lexists(path):
+        return
+    reason = _unreplaceable(path)
+    if reason is not None:
+        raise UnsafeTargetError(f"refusing to replace {path}: it {reason}; nothing was changed (move it away "
+                                "or choose another folder)")
+    if not overwrite and any(path.iterdir()):
+        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+
+
 @contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False,
+                  inputs: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
     """Write a folder atomically: yield a sibling temp folder, rename it to ``path`` on success.
 
-    On an exception the temp folder is removed and an existing ``path`` is left untouched. With
-    ``overwrite=True`` an existing ``path`` is renamed aside, replaced, then deleted.
+    :func:`check_target` decides first (and again just before the swap) whether ``path`` may be written;
+    ``inputs`` are paths being read that must not be written over. Stale scratch folders of ``path`` are
+    removed first (:func:`remove_stale`). The temp folder is locked and marked unfinished for its whole life,
+    so a killed build leaves nothing loadable. On an exception it is removed and an existing ``path`` is left
+    untouched. With ``overwrite=True`` an existing ``path`` is renamed aside, replaced, then deleted.
 
     Example:
         >>> with atomic_folder(tmp_path / "idx") as tmp:   # doctest: +SKIP
         ...     (tmp / "data.txt").write_text("hello")
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+    inputs = list(inputs)
+    remove_stale(path)
+    check_target(path, overwrite=overwrite, inputs=inputs)
     parent = path.parent
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / f"{path.name}.tmp-{secrets.token_hex(6)}"
-    tmp.mkdir()
+    tmp, lock = _new_scratch(parent, path.name, "tmp")
+    old_lock = None
     try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        if os.path.lexists(path):
-            if not overwrite:
-                raise FileExistsError(f"{path} appeared while it was being written; nothing was replaced")
-            old = parent / f"{path.name}.old-{secrets.token_hex(6)}"
-            os.rename(path, old)
-            try:
+        try:
+            (tmp / UNFINISHED_MARKER).write_text("a build is writing this folder (or was killed doing so)\n")
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        try:
+            check_target(path, overwrite=overwrite, inputs=inputs)  # it may have changed meanwhile
+            (tmp / UNFINISHED_MARKER).unlink()
+            if os.path.lexists(path):
+                old_lock = _lock(path)  # keep other builds' cleanup off it while it is set aside
+                old = parent / f"{path.name}.old-{secrets.token_hex(6)}"
+                try:
+                    os.rename(path, old)
+                    os.rename(tmp, path)
+                except BaseException:  # an error or a signal between the renames: put the previous one back
+                    if os.path.lexists(old) and not os.path.lexists(path):
+                        os.rename(old, path)
+                    raise
+                _fsync_dir(parent)
+                _remove(old)
+            else:
                 os.rename(tmp, path)
-            except BaseException:
-                os.rename(old, path)  # put the previous index back
-                raise
-            _fsync_dir(parent)
-            _remove(old)
-        else:
-            os.rename(tmp, path)
-            _fsync_dir(parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+                _fsync_dir(parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    finally:
+        _close(old_lock)
+        _close(lock)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -109,18 +306,37 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _listed_files(folder: Path) -> dict[str, dict[str, Any]]:
+def _listed_files(folder: Path, only: set[str] | None = None) -> dict[str, dict[str, Any]]:
     files = {}
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and not p.relative_to(folder).as_posix().startswith(MANIFEST):
-            files[p.relative_to(folder).as_posix()] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        rel = p.relative_to(folder).as_posix()
+        if p.is_file() and not rel.startswith(MANIFEST) and rel != UNFINISHED_MARKER \
+                and (only is None or rel in only):
+            files[rel] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
     return files
+
+
+def _finished_listing(folder: Path) -> set[str] | None:
+    """The files the manifest of a finished folder lists, or None for a folder being built (or new)."""
+    if (folder / UNFINISHED_MARKER).exists() or not (folder / MANIFEST).is_file():
+        return None
+    try:
+        files = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("files")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    return set(files) if isinstance(files, dict) else None
 
 
 def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> dict[str, Any]:
     """Write ``manifest.json`` (last!) with format version, provenance and a size+sha256 list of all files.
 
-    Returns the manifest as written.
+    In a folder being built (or without a manifest yet) every file is listed. Rewriting the manifest of a
+    finished folder (a metadata update, e.g. ``lsr tune-fusion``) keeps its file list: a file someone put
+    there since is not adopted, so it is never deleted by a later overwrite. Returns the manifest as written.
+
+    Example:
+        >>> write_manifest(folder, {"kind": "index", "n_docs": 3})["files"]   # doctest: +SKIP
+        {'docids.txt': {'bytes': 6, 'sha256': '...'}}
     """
     folder = Path(folder)
     out = dict(manifest)
@@ -128,7 +344,7 @@ def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> dict[
         format_version=FORMAT_VERSION,
         created_by=f"lsr-engine {_version()}",
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        files=_listed_files(folder),
+        files=_listed_files(folder, _finished_listing(folder)),
     )
     text = json.dumps(out, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     tmp = folder / f"{MANIFEST}.tmp-{secrets.token_hex(4)}"
@@ -150,6 +366,10 @@ def read_manifest(path: str | os.PathLike, *, verify: bool = False) -> dict[str,
         raise IndexFormatError(f"index folder {path} does not exist")
     if not path.is_dir():
         raise IndexFormatError(f"{path} is not a folder (an index is a folder holding {MANIFEST})")
+    if is_scratch(path):
+        raise IndexFormatError(f"{path} is the temporary folder of an index build that was interrupted or is "
+                               "still running, not an index: open the built index (the next build of the "
+                               "same index removes this folder)")
     mpath = path / MANIFEST
     if not mpath.is_file():
         raise IndexFormatError(f"{path} has no {MANIFEST}: not an lsr index or an incomplete one")
@@ -159,6 +379,8 @@ def read_manifest(path: str | os.PathLike, *, verify: bool = False) -> dict[str,
         raise IndexFormatError(f"{mpath} is unreadable: {e}") from None
     if not isinstance(manifest, dict):
         raise IndexFormatError(f"{mpath} is not a JSON object")
+    if manifest.get("kind", "index") != "index":
+        raise IndexFormatError(f"{path} is not an index: lsr-engine wrote it as kind {manifest['kind']!r}")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise IndexFormatError(

@@ -42,6 +42,16 @@ class Corpus:
         return len(self.records)
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and ``noun`` in the right number, for messages.
+
+    Example:
+        >>> counted(1, "bad line"), counted(1234, "query", "queries")
+        ('1 bad line', '1,234 queries')
+    """
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 def corpus_file(path: str | Path) -> Path:
     """The JSONL file behind ``path``: the file itself, or ``corpus.jsonl`` inside a BEIR folder."""
     p = Path(path)
@@ -71,7 +81,9 @@ def json_record(line: str, where: str) -> tuple[dict, object]:
 def _parse(line: str, where: str, seen: dict[str, int], lineno: int) -> Record:
     obj, doc_id = json_record(line, where)
     if doc_id is None:
-        raise CorpusError(f"{where}: no 'id' or '_id' field")
+        key = "_id" if "_id" in obj else "id" if "id" in obj else None
+        raise CorpusError(f"{where}: the document id ('{key}') is null" if key else
+                          f"{where}: no 'id' or '_id' field")
     if not isinstance(doc_id, str) or not doc_id.strip() or "\n" in doc_id or "\r" in doc_id:
         raise CorpusError(f"{where}: the id must be a non-empty single-line string, got {doc_id!r}")
     if "text" not in obj:
@@ -130,5 +142,6 @@ def read_corpus(path: str | Path, *, skip_bad: bool = False, limit: int | None =
         if limit is not None and len(records) >= limit:
             break
     if not records:
-        raise CorpusError(f"{f}: no documents" + (f" ({skipped} bad lines skipped)" if skipped else ""))
+        why = f" ({counted(skipped, 'bad line')} skipped)" if skipped else ""
+        raise CorpusError(f"{f}: no documents{why}")
     return Corpus(f, records, skipped, examples)

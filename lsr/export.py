@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -80,14 +80,18 @@ def lucene_queries(batch, tokens: Sequence[str], *, scale: float = QUERY_SCALE) 
 
 
 def export_pyserini(index, out: str | Path, *, tokens: Sequence[str] | None = None, overwrite: bool = False,
-                    shard_docs: int = 500_000) -> ExportSummary:
+                    shard_docs: int = 500_000,
+                    queries: Mapping[str, Mapping[str, int]] | None = None) -> ExportSummary:
     """Write the SPLADE side of ``index`` (a folder or SparseIndex) as a JsonVectorCollection folder.
 
     ``tokens`` are the vocabulary strings (default: the tokenizer of the encoder the index names).
-    The folder is written atomically, with ``export.json`` describing the source.
+    ``queries`` (query id to ``{token: weight}``, see :func:`lucene_queries`) are also written to
+    ``queries.tsv`` (Anserini TsvString, each token repeated weight times). The folder is written
+    atomically, with ``export.json`` describing the source and a ``manifest.json`` (kind ``export``)
+    listing its files, so that ``overwrite=True`` can later tell it is ours to replace.
     """
     from lsr.index import SparseIndex
-    from lsr.index.storage import atomic_folder
+    from lsr.index.storage import atomic_folder, write_manifest
 
     if not isinstance(index, SparseIndex):
         index = SparseIndex.load(index)
@@ -122,4 +126,9 @@ def export_pyserini(index, out: str | Path, *, tokens: Sequence[str] | None = No
             "query_scale": QUERY_SCALE,
             "index_with": "IndexCollection -collection JsonVectorCollection -input docs "
                           "-generator DefaultLuceneDocumentGenerator -impact -pretokenized"}, indent=2))
+        if queries is not None:
+            with open(tmp / "queries.tsv", "w", encoding="utf-8") as f:
+                for qid, vec in queries.items():
+                    f.write(qid + "\t" + " ".join(" ".join([t] * w) for t, w in vec.items()) + "\n")
+        write_manifest(tmp, {"kind": "export", "format": "pyserini", "source": str(index.path)})
     return ExportSummary(Path(out), index.n_docs, int(terms.size), files)

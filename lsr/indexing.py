@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lsr.corpus import read_corpus
+from lsr.corpus import counted, read_corpus
 from lsr.types import SparseBatch
 
 
@@ -24,8 +24,8 @@ class IndexSummary:
     skipped: int = 0
 
     def line(self) -> str:
-        skipped = f", {self.skipped} bad lines skipped" if self.skipped else ""
-        return (f"indexed {self.documents:,} documents, {self.postings:,} postings, "
+        skipped = f", {counted(self.skipped, 'bad line')} skipped" if self.skipped else ""
+        return (f"indexed {counted(self.documents, 'document')}, {counted(self.postings, 'posting')}, "
                 f"{self.size_bytes / 2**20:.1f} MiB on disk, {self.seconds:.1f} s{skipped} -> {self.path}")
 
 
@@ -39,19 +39,33 @@ def permute_rows(batch: SparseBatch, order: np.ndarray) -> SparseBatch:
 
 
 def encode_corpus(encoder, texts: list[str], *, batch_size: int = 32, show_progress: bool = True,
-                  chunk_batches: int = 16) -> SparseBatch:
-    """Encode documents in length-sorted chunks (less padding), returned in input order."""
+                  chunk_batches: int = 16, update_seconds: float = 2.0) -> SparseBatch:
+    """Encode documents in length-sorted chunks (less padding), returned in input order.
+
+    A chunk holds up to ``chunk_batches`` batches, fewer on a slow machine: as many as take about
+    ``update_seconds``, so the progress bar moves at least that often (after the first batch at once).
+
+    Example:
+        >>> encode_corpus(encoder, ["a text", "another"], show_progress=False).shape   # doctest: +SKIP
+        (2, 30522)
+    """
     from tqdm.auto import tqdm
 
     order = np.argsort(np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)), kind="stable")
-    chunk = max(1, batch_size * chunk_batches)
     parts = []
+    batches = 1  # the first chunk is one batch: it measures the speed
     with tqdm(total=len(texts), unit="doc", desc="encoding", disable=not show_progress,
               dynamic_ncols=True) as bar:
-        for start in range(0, len(texts), chunk):
-            sel = order[start:start + chunk]
+        start = 0
+        while start < len(texts):
+            sel = order[start:start + batch_size * batches]
+            t0 = time.perf_counter()
             parts.append(encoder.encode_documents([texts[i] for i in sel], batch_size=batch_size))
+            per_batch = (time.perf_counter() - t0) / -(-len(sel) // batch_size)
             bar.update(len(sel))
+            start += len(sel)
+            fit = int(update_seconds / per_batch) if per_batch > 0 else chunk_batches
+            batches = max(1, min(chunk_batches, fit))
     encoded_sorted = SparseBatch.concat(parts)
     inverse = np.empty_like(order)
     inverse[order] = np.arange(order.size)
@@ -82,12 +96,12 @@ def index_corpus(corpus: str | Path, out: str | Path, *, model: str = "splade-ti
     from lsr.hybrid import write_bm25_side, write_dense_side
     from lsr.index import DocStore, SparseIndex
     from lsr.index.sparse import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE
-    from lsr.index.storage import atomic_folder, write_manifest
+    from lsr.index.storage import atomic_folder, check_target, remove_stale, sha256_file, write_manifest
 
     t0 = time.perf_counter()
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists (use --overwrite to replace it)")
+    remove_stale(out)  # what killed builds left; before the check: it may put a set-aside index back
+    check_target(out, overwrite=overwrite, inputs=[corpus])  # fail now, not after encoding
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     if not isinstance(block_size, int) or not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE:
@@ -114,9 +128,10 @@ def index_corpus(corpus: str | Path, out: str | Path, *, model: str = "splade-ti
                             show_progress=show_progress)
     name = corpus_name or (Path(corpus).name if Path(corpus).is_dir() else corpus_data.path.stem)
     metadata = {"encoder": encoder.describe(),
-                "corpus": {"name": name, "path": str(corpus_data.path), "documents": len(records),
+                "corpus": {"name": name, "path": str(corpus_data.path),
+                           "sha256": sha256_file(corpus_data.path), "documents": len(records),
                            "skipped": corpus_data.skipped}}
-    with atomic_folder(out, overwrite=overwrite) as tmp:
+    with atomic_folder(out, overwrite=overwrite, inputs=[corpus]) as tmp:
         DocStore.write(Path(tmp) / "docs.sqlite", ((r.id, r.title, r.text) for r in records))
         manifest = SparseIndex.write_into(tmp, vectors, [r.id for r in records],
                                           quantization=quantization, block_size=block_size,

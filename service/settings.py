@@ -54,9 +54,12 @@ class Settings(BaseSettings):
     @classmethod
     def load(cls, config: str | os.PathLike | None = None, **overrides) -> "Settings":
         """Settings from ``config`` (``.toml`` or ``.json``; unknown keys refused), the environment and
-        ``overrides``. Raises LsrError naming the file and the problem."""
+        ``overrides``. Raises LsrError naming the setting (and the file) and the problem, in one line."""
         if config is None:
-            return cls(**overrides)
+            try:
+                return cls(**overrides)
+            except ValidationError as e:
+                raise LsrError(_one_line(e, overrides)) from None
         path = Path(config)
         if not path.is_file():
             raise LsrError(f"{path}: no such config file")
@@ -81,8 +84,25 @@ class Settings(BaseSettings):
         try:
             return cls(**FromFile(**overrides).model_dump())
         except ValidationError as e:
-            err = e.errors()[0]
-            raise LsrError(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+            raise LsrError(_one_line(e, overrides, path)) from None
+
+
+def _one_line(e: ValidationError, overrides: dict, path: Path | None = None) -> str:
+    """The first problem of a ValidationError as one line naming the setting and where its value came from:
+    ``setting port (from the arguments): Input should be less than or equal to 65535, got 70000``."""
+    err = e.errors()[0]
+    name = ".".join(map(str, err["loc"])) or "?"
+    env = f"LSR_{name.upper()}"
+    if name in overrides:
+        origin = "from the arguments"
+    elif env in os.environ:
+        origin = f"from the environment variable {env}"
+    elif path is not None:
+        origin = f"from the config file {path}"
+    else:
+        origin = "default"
+    got = f", got {err['input']!r}" if "input" in err and not isinstance(err["input"], dict) else ""
+    return f"setting {name} ({origin}): {err['msg']}{got}"
 
 
 @lru_cache

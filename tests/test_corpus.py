@@ -28,6 +28,8 @@ def test_reads_jsonl_and_beir_folder(tmp_path):
     (json.dumps({"_id": "x", "title": "no text"}), "has no 'text' field"),
     (json.dumps({"_id": "a", "text": "again"}), "repeats id 'a' (first seen on line 1)"),
     (json.dumps({"text": "no id"}), "no 'id' or '_id' field"),
+    (json.dumps({"_id": None, "text": "null id"}), "the document id ('_id') is null"),
+    (json.dumps({"id": None, "text": "null id"}), "the document id ('id') is null"),
     (json.dumps(["a", "list"]), "expected a JSON object"),
     (json.dumps({"_id": "y", "text": 5}), "must be strings"),
 ])
@@ -55,3 +57,8 @@ def test_missing_and_empty(tmp_path):
         read_corpus(tmp_path)
     with pytest.raises(CorpusError, match="no documents"):
         read_corpus(_write(tmp_path / "e.jsonl", [""]))
+
+
+def test_skipped_count_is_singular_for_one(tmp_path):
+    with pytest.raises(CorpusError, match=r"no documents \(1 bad line skipped\)"):
+        read_corpus(_write(tmp_path / "c.jsonl", ["{oops"]), skip_bad=True)
