@@ -18,6 +18,12 @@ Analysers:
   stemming (``snowballstemmer``), as Pyserini's default analyser; the word vocabulary is built from the
   corpus and stored with the index.
 
+Nonsense and weak matches (WordPiece): a word the tokenizer shatters into single characters ("zzqxj" ->
+z ##z ##q ##x ##j) would match documents on those letters; given the BM25 index, queries drop such a word
+when no document holds all its pieces (:func:`shattered`). A hit whose shared terms carry less than
+:data:`WEAK_SHARE` of the query's idf mass is flagged as a weak match (:meth:`BM25Encoder.match_shares`).
+Neither changes SciFact's nDCG@10 (``scripts/eval_bm25_queries.py``).
+
 Example:
     >>> from lsr.bm25 import BM25Encoder
     >>> bm25 = BM25Encoder.fit(["the cat sat", "a cat and a dog"], analyzer="porter")
@@ -46,6 +52,34 @@ LUCENE_STOPWORDS = frozenset(
     "a an and are as at be but by for if in into is it no not of on or such that the their then there these "
     "they this to was will with".split())
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
+#: A BM25 hit is a weak match when the query terms it shares carry less than this share of the query's
+#: information (the idf mass of all its terms, see :meth:`BM25Encoder.match_shares`). On SciFact's 300 test
+#: queries 0.7% of the top-1 hits and 6% of the top-10 hits fall below it; "zzqxj cell" scores 0.05
+#: (scripts/eval_bm25_queries.py).
+WEAK_SHARE = 0.25
+#: A shattered query word is looked up in the documents of its rarest piece when that piece has at most
+#: this many (else it is kept unchecked).
+OCCURS_MAX_DF = 100_000
+
+
+def shattered(pieces: Sequence[str]) -> list[bool]:
+    """For each WordPiece piece of a text: whether its word is shattered, i.e. split into two or more
+    pieces that are all single characters ("zzqxj" -> z ##z ##q ##x ##j). Such pieces match nearly every
+    document; when no document holds them all, the word cannot occur and BM25 queries drop them.
+
+    Example:
+        >>> shattered(["copy", "z", "##z", "##q", "##x", "##j", "x", "##86", "d"])
+        [False, True, True, True, True, True, False, False, False]
+    """
+    out: list[bool] = []
+    start = 0
+    for i in range(len(pieces) + 1):
+        if i == len(pieces) or (i > start and not pieces[i].startswith("##")):
+            word = pieces[start:i]
+            flag = len(word) > 1 and all(len(p.removeprefix("##")) == 1 for p in word)
+            out.extend([flag] * len(word))
+            start = i
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -58,6 +92,17 @@ def bm25_weights(indptr, tf, dl, idf_of_term, indices, avgdl, k1, b):
             f = tf[j]
             out[j] = np.float32(idf_of_term[indices[j]] * f / (f + norm))
     return out
+
+
+@njit(cache=True, nogil=True)
+def matched_weight(f_indptr, f_terms, table, rows, out):
+    """Sum of ``table[t]`` over the terms t of each document row: the query idf mass a document shares."""
+    for i in range(rows.size):
+        d = rows[i]
+        s = 0.0
+        for j in range(f_indptr[d], f_indptr[d + 1]):
+            s += table[f_terms[j]]
+        out[i] = s
 
 
 class _Porter:
@@ -174,12 +219,75 @@ class BM25Encoder:
         vals = bm25_weights(indptr, tf, dl, self.idf, indices, self.avgdl, self.k1, self.b)
         return SparseBatch(indptr, indices, vals, max(self.vocab_size, 1))
 
-    def encode_queries(self, texts: Sequence[str]) -> SparseBatch:
-        """1.0 for every distinct query term the collection knows (BM25's query side)."""
-        rows = []
-        for ids in self._token_ids(texts):
-            rows.append({int(t): 1.0 for t in ids if 0 <= t < self.vocab_size and self.df[t] > 0})
+    def _occurs(self, index: Any, terms: list[int]) -> bool:
+        """Whether some document of the BM25 ``index`` holds every one of ``terms`` (a word's pieces): the
+        documents of the rarest piece, checked through the forward index."""
+        if any(not 0 <= t < min(self.vocab_size, index.vocab_size) or self.df[t] == 0 for t in terms):
+            return False
+        rarest = min(terms, key=lambda t: self.df[t])
+        if self.df[rarest] > OCCURS_MAX_DF:
+            return True  # too common to check cheaply: assume it does
+        query = SparseBatch.from_dicts([{rarest: 1.0}], vocab_size=index.vocab_size)
+        rows, _ = index.search_rows(query, k=int(self.df[rarest]), algorithm="exact")
+        table = np.zeros(index.vocab_size, np.float64)
+        table[np.asarray(terms, np.int64)] = 1.0
+        found = np.zeros(rows.size, np.float64)
+        f_indptr, f_terms, _ = index.forward()
+        matched_weight(f_indptr, f_terms, table, rows.astype(np.int64), found)
+        return bool(rows.size) and float(found.max()) >= len(set(terms))
+
+    def _query_terms(self, ids: list[int], index: Any) -> tuple[list[int], list[int]]:
+        """(kept, all) distinct term ids of one query: kept = known to the collection and, when the BM25
+        ``index`` is given (WordPiece), not a piece of a shattered word that no document holds whole."""
+        every = list(dict.fromkeys(int(t) for t in ids))
+        drop: set[int] = set()
+        if index is not None and self._porter is None and ids:
+            pieces = self._tokenizer.convert_ids_to_tokens([int(t) for t in ids])
+            flags = shattered(pieces)
+            word: list[int] = []
+            for i, t in enumerate(ids):
+                if flags[i]:
+                    word.append(int(t))
+                if word and (i + 1 == len(ids) or not pieces[i + 1].startswith("##")):
+                    if not self._occurs(index, word):
+                        drop.update(word)
+                    word = []
+            drop -= {int(t) for t, f in zip(ids, flags) if not f}  # also a piece of a sound word: kept
+        kept = [t for t in every if 0 <= t < self.vocab_size and self.df[t] > 0 and t not in drop]
+        return kept, every
+
+    def encode_queries(self, texts: Sequence[str], *, index: Any = None) -> SparseBatch:
+        """1.0 for every distinct query term the collection knows (BM25's query side). Given the BM25
+        ``index``, the WordPiece pieces of a shattered word (nonsense like "zzqxj", see :func:`shattered`)
+        that no document holds all of are left out: they would match documents on single letters."""
+        rows = [dict.fromkeys(self._query_terms(ids, index)[0], 1.0) for ids in self._token_ids(texts)]
         return SparseBatch.from_dicts(rows, vocab_size=max(self.vocab_size, 1))
+
+    def match_shares(self, index: Any, text: str, rows: np.ndarray) -> np.ndarray:
+        """For documents ``rows`` of the BM25 ``index``: the share (0..1) of the query's information that
+        the query terms they contain carry. A query's information is the idf sum of its distinct terms,
+        where dropped pieces count with their idf and terms no document has with the largest idf; hits
+        below :data:`WEAK_SHARE` are weak matches.
+
+        Example:
+            >>> shares = bm25.match_shares(index, "zzqxj volcano", rows)   # doctest: +SKIP
+        """
+        kept, every = self._query_terms(self._token_ids([text])[0], index)
+        top = float(np.log1p((self.n_docs + 0.5) / 0.5))  # idf of a term no document has
+        total = sum(float(self.idf[t]) if 0 <= t < self.vocab_size and self.df[t] > 0 else top
+                    for t in every)
+        if self._porter is not None:  # words the collection lacks have no id: count them here
+            total += top * len({w for w in self._porter.terms(text) if w not in self._porter.vocab})
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        out = np.zeros(rows.size, np.float64)
+        if total <= 0 or not kept or not rows.size:
+            return out
+        table = np.zeros(index.vocab_size, np.float64)
+        kept_arr = np.asarray([t for t in kept if t < index.vocab_size], np.int64)
+        table[kept_arr] = self.idf[kept_arr]
+        f_indptr, f_terms, _ = index.forward()
+        matched_weight(f_indptr, f_terms, table, rows, out)
+        return np.minimum(out / total, 1.0)
 
     def decode_terms(self, ids: Sequence[int]) -> list[str]:
         """Term strings of term ids (WordPiece tokens or stemmed words)."""

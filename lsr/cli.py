@@ -4,17 +4,21 @@ each a thin call into the library."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import signal
+import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
 from lsr.beir import read_queries
+from lsr.corpus import counted
+from lsr.demo import DEMO_INDEX_DIR
 from lsr.errors import LsrError
 from lsr.searcher import DEFAULT_SPEED, SPEEDS
-
-DEFAULT_DEMO_DIR = Path.home() / ".cache" / "lsr-engine" / "demo-index"
 
 
 def _positive(text: str) -> int:
@@ -46,8 +50,23 @@ def _block_size(text: str) -> int:
     return v
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument gets ONE line on stderr (and exit 2), not the usage block too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that a build cleans up its temporary folder."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated()
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lsr", description="Learned sparse retrieval: index, search, serve.")
+    p = _Parser(prog="lsr", description="Learned sparse retrieval: index, search, serve.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ix = sub.add_parser("index", help="encode a corpus and write an index folder")
@@ -119,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--overwrite", action="store_true")
 
     de = sub.add_parser("demo", help="index the built-in demo corpus (stdlib docs) and serve it")
-    de.add_argument("--out", default=str(DEFAULT_DEMO_DIR), help="where the demo index lives")
+    de.add_argument("--out", default=str(DEMO_INDEX_DIR), help="where the demo index lives")
     de.add_argument("--host", default="127.0.0.1")
     de.add_argument("--port", type=_positive, default=8000)
     de.add_argument("--rebuild", action="store_true", help="rebuild the demo index even if present")
@@ -144,6 +163,7 @@ def _cmd_search(a) -> int:
     from lsr.searcher import Searcher
 
     searcher = Searcher.load(a.index, model=a.model)
+    _warm_up(searcher, sys.stderr, modes=[a.mode or searcher.default_mode], speeds=[a.speed])
     t0 = time.perf_counter()
     hits = searcher.search(a.query, a.k, mode=a.mode, fusion=a.fusion, speed=a.speed)
     took = (time.perf_counter() - t0) * 1000
@@ -158,13 +178,39 @@ def _cmd_search(a) -> int:
         return 0
     for h in hits:
         snippet = " ".join(f"{h.title} | {h.text}".split()) if h.title else " ".join(h.text.split())
-        print(f"{h.rank:>4}  {h.score:9.4f}  {h.id:<24} {snippet[:90]}")
+        weak = "  [weak match]" if h.weak else ""  # bm25: shares little of the query
+        print(f"{h.rank:>4}  {h.score:9.4f}  {h.id:<24} {snippet[:90]}{weak}")
     print(f"{len(hits)} hits in {took:.1f} ms")
     return 0
 
 
+def _warm_up(searcher, file, **kw) -> None:
+    """Searcher.warm_up with a line on ``file``: the first query must not wait for Numba to compile."""
+    print("warming up the search kernels...", end=" ", file=file, flush=True)
+    print(f"done in {searcher.warm_up(**kw):.1f} s", file=file, flush=True)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail with one line, before anything is loaded, when ``host:port`` cannot be listened on (binding as
+    uvicorn will: the address family by the host, SO_REUSEADDR)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            hint = "another server is listening there: stop it, or choose another port (--port, LSR_PORT)"
+        elif isinstance(e, socket.gaierror):
+            hint = "unknown host (--host, LSR_HOST)"
+        else:
+            hint = "choose another host or port"
+        raise LsrError(f"cannot listen on {host}:{port}: {e.strerror or e}; {hint}") from None
+
+
 def _serve(index: str | Path | None, host: str | None = None, port: int | None = None,
-           model: str | None = None, config: str | None = None, threads: int | None = None) -> int:
+           model: str | None = None, config: str | None = None, threads: int | None = None,
+           banner: str = "") -> int:
     try:
         import uvicorn
 
@@ -178,12 +224,15 @@ def _serve(index: str | Path | None, host: str | None = None, port: int | None =
     settings = Settings.load(config, **{k: v for k, v in given.items() if v is not None})
     if index is None and config is None and "LSR_INDEX_PATH" not in os.environ:
         raise LsrError("which index? give --index DIR (or index_path in --config, or LSR_INDEX_PATH)")
+    _check_port(settings.host, settings.port)  # a busy port fails now, not after loading the index
     # open it here, so that a bad index fails with one line before the server starts
     searcher = Searcher.load(settings.index_path, model=settings.model, device=settings.device)
+    _warm_up(searcher, sys.stdout)  # before the server listens, so its first query answers at once
     app = create_app(settings, searcher=searcher)
     url = f"http://{settings.host}:{settings.port}"
     print(f"serving {searcher.info['documents']:,} documents from {settings.index_path} on {url} "
           f"(search page: {url}/, API docs: {url}/docs, {settings.threads} search threads)", flush=True)
+    print(banner, end="", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
 
@@ -191,26 +240,27 @@ def _serve(index: str | Path | None, host: str | None = None, port: int | None =
 def _cmd_export(a) -> int:
     from lsr.export import export_pyserini, lucene_queries, vocabulary
     from lsr.index import SparseIndex
+    from lsr.index.storage import check_target
 
     index = SparseIndex.load(a.index)
     name = index.manifest.get("metadata", {}).get("encoder", {}).get("name")
     if not name:
         raise LsrError(f"{a.index}: the manifest names no encoder")
     tokens = vocabulary(name, index.vocab_size)
+    check_target(a.out, overwrite=a.overwrite)  # refuse before encoding anything
     queries = read_queries(a.queries) if a.queries else None  # bad queries fail before anything is written
-    summary = export_pyserini(index, a.out, tokens=tokens, overwrite=a.overwrite)
-    print(f"exported {summary.documents:,} documents, {summary.postings:,} postings "
-          f"-> {summary.path / 'docs'}")
+    vectors = None
     if queries:
         from lsr.encoders import SpladeEncoder
 
         encoder = SpladeEncoder.from_pretrained(name)
         qids = list(queries)
-        vectors = lucene_queries(encoder.encode_queries([queries[q] for q in qids]), tokens)
-        with open(summary.path / "queries.tsv", "w", encoding="utf-8") as f:
-            for qid, vec in zip(qids, vectors):
-                f.write(qid + "\t" + " ".join(" ".join([t] * w) for t, w in vec.items()) + "\n")
-        print(f"encoded {len(qids):,} queries -> {summary.path / 'queries.tsv'} "
+        vectors = dict(zip(qids, lucene_queries(encoder.encode_queries([queries[q] for q in qids]), tokens)))
+    summary = export_pyserini(index, a.out, tokens=tokens, overwrite=a.overwrite, queries=vectors)
+    print(f"exported {counted(summary.documents, 'document')}, {counted(summary.postings, 'posting')} "
+          f"-> {summary.path / 'docs'}")
+    if vectors:
+        print(f"encoded {counted(len(vectors), 'query', 'queries')} -> {summary.path / 'queries.tsv'} "
               f"(SearchCollection -topicReader TsvString -impact -pretokenized)")
     return 0
 
@@ -253,6 +303,8 @@ def _cmd_demo(a) -> int:
             ready = read_manifest(out).get("metadata", {}).get("corpus", {}).get("name") == "demo"
         except LsrError:
             ready = False
+    if not a.no_serve:
+        _check_port(a.host, a.port)  # before a build of minutes, not after
     if ready:
         print(f"using the demo index in {out} (--rebuild to build it again)")
     else:
@@ -263,15 +315,14 @@ def _cmd_demo(a) -> int:
         print(summary.line())
     url = f"http://{a.host}:{a.port}"
     q = next(iter(demo_queries().values()))["text"]
-    print(f"\nSearch page: {url}/   API docs: {url}/docs")
-    print("Try:")
-    print(f"  curl -s '{url}/search?q=copy+a+directory+tree&k=3'")
-    print(f"  curl -s -X POST {url}/search -H 'Content-Type: application/json' "
-          f"-d '{json.dumps({'query': q, 'k': 5})}'")
-    print()
+    banner = (f"\nSearch page: {url}/   API docs: {url}/docs\nTry:\n"
+              f"  curl -s '{url}/search?q=copy+a+directory+tree&k=3'\n"
+              f"  curl -s -X POST {url}/search -H 'Content-Type: application/json' "
+              f"-d '{json.dumps({'query': q, 'k': 5})}'\n\n")
     if a.no_serve:
+        print(banner, end="")
         return 0
-    return _serve(out, a.host, a.port)
+    return _serve(out, a.host, a.port, banner=banner)  # the examples once the kernels are warm
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"index": _cmd_index, "search": _cmd_search, "demo": _cmd_demo, "tune-fusion": _cmd_tune,
                 "eval": _cmd_eval, "export": _cmd_export,
                 "serve": lambda a: _serve(a.index, a.host, a.port, a.model, a.config, a.threads)}
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None  # clean up like Ctrl-C
     try:
         return handlers[args.command](args)
     except (LsrError, ValueError, FileExistsError) as e:
@@ -290,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         print(f"lsr {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"lsr {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        term = isinstance(e, _Terminated)
+        print(f"lsr {args.command}: {'terminated (SIGTERM)' if term else 'interrupted'}", file=sys.stderr)
+        return 143 if term else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from lsr.bm25 import WEAK_SHARE
 from lsr.errors import IndexFormatError
 from lsr.explain import row_lookup, rows_of, score_rows, term_contributions, top_k
 from lsr.fusion import convex, rrf
@@ -27,6 +28,8 @@ SPEEDS: dict[str, dict] = {
     "fastest": {"algorithm": "bmp", "alpha": 1.0, "beta": 0.6},
 }
 DEFAULT_SPEED = "safe"
+#: what :meth:`Searcher.warm_up` searches for
+WARM_UP_QUERY = "search"
 
 
 def speed_params(speed: str) -> dict:
@@ -57,6 +60,7 @@ class Searcher:
         #: {"dense": (DenseIndex, DenseEncoder), "bm25": (SparseIndex, BM25Encoder)}, where built
         self.sides = dict(sides or {})
         self._lookups: dict[str, dict[str, int]] = {}
+        self._warm = False
 
     @classmethod
     def load(cls, path: str | Path, *, model: str | None = None, device: str = "auto",
@@ -105,12 +109,14 @@ class Searcher:
     def default_fusion(self) -> dict:
         return check_fusion(default_fusion(self.index.manifest), self.retrievers)
 
-    def _check_mode(self, mode: str | None) -> str:
+    def _check_mode(self, mode: str | None, fusion: dict | None = None) -> str:
         mode = self.default_mode if mode is None else mode
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
         if mode not in self.modes:
             raise ValueError(f"mode {mode!r} is not available: this index has {', '.join(self.modes)}")
+        if fusion is not None:  # refused with a single-retriever mode, not ignored
+            check_fusion(fusion, self.retrievers, mode=mode)
         return mode
 
     def _retrieve(self, mode: str, texts: list[str], k: int, speed: str, threads: int | None,
@@ -127,7 +133,7 @@ class Searcher:
             if encoder is None:
                 raise RuntimeError(f"this Searcher was opened without the {mode} encoder")
             if mode == "bm25":
-                vectors = encoder.encode_queries(texts)
+                vectors = encoder.encode_queries(texts, index=index)
                 t1 = time.perf_counter()
                 out = index.batch_search(vectors, k=k, threads=threads, **params)
             else:
@@ -199,7 +205,8 @@ class Searcher:
         if mode == "sparse":
             index, vectors = self.index, self._require_encoder().encode_queries(texts, batch_size=batch_size)
         else:
-            index, vectors = self.sides["bm25"][0], self.sides["bm25"][1].encode_queries(texts)
+            index = self.sides["bm25"][0]
+            vectors = self.sides["bm25"][1].encode_queries(texts, index=index)
         for i in range(len(texts)):
             r, s = top_k(rows, score_rows(index, vectors.row(i), rows), k)
             out.append((index.ids[r], s))
@@ -216,7 +223,7 @@ class Searcher:
                 self.encoder.tokenizer.convert_ids_to_tokens
         elif mode == "bm25":
             index, encoder = self.sides["bm25"]
-            vector, decode = encoder.encode_queries([query]), encoder.decode_terms
+            vector, decode = encoder.encode_queries([query], index=index), encoder.decode_terms
         lookup = self._lookup(name) if index is not None else {}
         ranks = {n: {d: (s, r) for r, (d, s) in enumerate(sorted(run[0].items(), key=lambda x: (-x[1], x[0])),
                                                             start=1)} for n, run in (parts or {}).items()}
@@ -266,14 +273,15 @@ class Searcher:
             raise ValueError("query is empty")
         self._check_k(k)
         speed_params(speed)
-        mode = self._check_mode(mode)
+        mode = self._check_mode(mode, fusion)
         allowed = None if filter_ids is None else [str(i) for i in filter_ids]
         if mode == "sparse" and allowed is None and not explain:
             return self.search_vector(self.encode([query]), k, speed=speed, with_text=with_text)
         parts: dict = {}
         ids, scores = self._search_texts([query], k, mode, fusion, speed, threads=1, allowed=allowed,
                                          parts=parts)[0]
-        hits = self._hits(ids, scores, with_text)
+        hits = self._weak(query, self._hits(ids, scores, with_text)) if mode == "bm25" else \
+            self._hits(ids, scores, with_text)
         return self._explain(query, mode, hits, parts) if explain else hits
 
     def batch_hits(self, queries: Sequence[str], k: int = 10, *, mode: str | None = None,
@@ -285,11 +293,62 @@ class Searcher:
             raise ValueError("a query is empty")
         self._check_k(k)
         speed_params(speed)
-        mode = self._check_mode(mode)
+        mode = self._check_mode(mode, fusion)
         if not texts:
             return []
-        return [self._hits(ids, scores, with_text)
-                for ids, scores in self._search_texts(texts, k, mode, fusion, speed, threads)]
+        out = [self._hits(ids, scores, with_text)
+               for ids, scores in self._search_texts(texts, k, mode, fusion, speed, threads)]
+        return [self._weak(t, h) for t, h in zip(texts, out)] if mode == "bm25" else out
+
+    @property
+    def warmed(self) -> bool:
+        """Whether :meth:`warm_up` has run (over every mode and speed)."""
+        return self._warm
+
+    def _has_encoders(self, mode: str) -> bool:
+        if mode == "hybrid":
+            return all(self._has_encoders(r) for r in self.retrievers)
+        return self.encoder is not None if mode == "sparse" else self.sides[mode][1] is not None
+
+    def warm_up(self, *, modes: Sequence[str] | None = None, speeds: Sequence[str] | None = None) -> float:
+        """Compile (or load from Numba's cache) every kernel a first request may run, with tiny searches
+        (k=1): the single and batch kernels of the sparse and BM25 indexes at each speed (a one-term query
+        from the index), then one real query per mode through the encoders, and explain and filter_ids.
+        Returns the seconds it took; once done for every mode and speed, a second call does nothing.
+        Servers call it before they report ready.
+
+        Example:
+            >>> Searcher.load("my-index").warm_up()   # doctest: +SKIP
+            0.9
+        """
+        if self._warm:
+            return 0.0
+        t0 = time.perf_counter()
+        everything = modes is None and speeds is None
+        modes = self.modes if modes is None else [self._check_mode(m) for m in modes]
+        speeds = list(SPEEDS) if speeds is None else [s for s in speeds if speed_params(s)]
+        sides = {"sparse": self.index, **{n: s[0] for n, s in self.sides.items() if n == "bm25"}}
+        for name, index in sides.items():  # the kernels themselves, even without encoders
+            if not ({name, "hybrid"} & set(modes)) or index.n_docs == 0:
+                continue
+            f_indptr, f_terms, _ = index.forward()
+            row = int(np.argmax(np.diff(f_indptr) > 0))  # a document with terms: one of them is the query
+            one = SparseBatch.from_dicts([{int(f_terms[f_indptr[row]]): 1.0}], vocab_size=index.vocab_size)
+            for speed in speeds:
+                index.search_rows(one, 1, **speed_params(speed))
+                index.batch_search_rows(SparseBatch.concat([one, one]), 1, **speed_params(speed))
+        some = [str(self.index.ids[0])] if self.index.n_docs else []
+        for mode in modes:  # then the paths of a request, query encoders included (few encodings: slow)
+            if not self._has_encoders(mode):
+                continue
+            self.search(WARM_UP_QUERY, 1, mode=mode, speed=speeds[0], with_text=False)
+            if mode in ("sparse", "bm25"):  # the kernels of explain and of filter_ids (score_rows)
+                self.search(WARM_UP_QUERY, 1, mode=mode, with_text=False, explain=True)
+                self.search(WARM_UP_QUERY, 1, mode=mode, with_text=False, filter_ids=some)
+            if mode == "bm25":  # a shattered word: the check that drops its pieces
+                self.search(WARM_UP_QUERY + " zzqxj", 1, mode=mode, with_text=False)
+        self._warm = everything
+        return time.perf_counter() - t0
 
     def query_tokens(self, query: str) -> tuple[int, bool]:
         """How many tokens the SPLADE encoder sees in ``query`` and whether it cuts it (max length)."""
@@ -315,7 +374,7 @@ class Searcher:
             raise TypeError("queries must be a mapping {query_id: text}")
         self._check_k(k)
         speed_params(speed)
-        mode = self._check_mode(mode)
+        mode = self._check_mode(mode, fusion)
         qids = list(queries)
         if not qids:
             return {}
@@ -337,6 +396,13 @@ class Searcher:
         from lsr.pipeline import rerank
 
         return rerank(self, hits, scorer, top=top)
+
+    def _weak(self, query: str, hits: list[Hit]) -> list[Hit]:
+        """BM25 hits with ``weak`` set: True when they share little of the query's information."""
+        index, encoder = self.sides["bm25"]
+        lookup = self._lookup("bm25")
+        shares = encoder.match_shares(index, query, np.array([lookup[h.id] for h in hits], np.int64))
+        return [dataclasses.replace(h, weak=bool(s < WEAK_SHARE)) for h, s in zip(hits, shares)]
 
     def _hits(self, ids, scores, with_text: bool) -> list[Hit]:
         ids = [str(i) for i in ids]

@@ -125,9 +125,13 @@ class Hit:
     text: str = ""
     #: with ``explain=True``: the matched terms and, for hybrid, each retriever's score and rank
     explanation: dict | None = None
+    #: BM25 mode: whether the hit shares only a small part of the query's information (lsr.bm25.WEAK_SHARE)
+    weak: bool | None = None
 
     def to_dict(self) -> dict:
         out = {"id": self.id, "score": self.score, "rank": self.rank, "title": self.title, "text": self.text}
         if self.explanation is not None:
             out["explanation"] = self.explanation
+        if self.weak is not None:
+            out["weak"] = self.weak
         return out

@@ -7,6 +7,7 @@ and the web page at ``/``. Every error is JSON ``{"error": {"code", "message"}}`
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -61,6 +62,29 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+class HeadAsGet:
+    """ASGI middleware: answer ``HEAD`` like ``GET`` (status, headers) without the body (RFC 9110 9.3.2)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def send_no_body(message):
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        inner = {**scope, "method": "GET"}
+        try:
+            await self.app(inner, receive, send_no_body)
+        finally:
+            if "route" in inner:  # for Observe's route label
+                scope["route"] = inner["route"]
+
+
 class Observe:
     """ASGI middleware: count every request by route template, method and status, and time it."""
 
@@ -103,6 +127,14 @@ def create_app(settings: Settings | None = None, *, searcher: Searcher | None = 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         opened = searcher or Searcher.load(settings.index_path, model=settings.model, device=settings.device)
+        # compile the search kernels before /ready says yes and before uvicorn starts listening: a first
+        # query would wait for Numba otherwise (a worker thread, so the loop stays free)
+        console = logging.getLogger("uvicorn.error")
+        if not opened.warmed:
+            console.info("warming up the search kernels...")
+        seconds = await asyncio.to_thread(opened.warm_up)
+        if seconds:
+            console.info("search kernels warm in %.1f s", seconds)
         app.state.service = ServiceState(settings, opened)
         log.info("serving %s", opened.info)
         yield
@@ -119,6 +151,7 @@ def create_app(settings: Settings | None = None, *, searcher: Searcher | None = 
         app.include_router(r)
     app.mount("/static", StaticFiles(directory=web.STATIC, check_dir=False), name="static")
     errors.install(app)
+    app.add_middleware(HeadAsGet)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(Observe, fastapi_app=app)  # outermost: 413s are counted too
     return app

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 #: the speed presets of lsr.searcher.SPEEDS
 Speed = Literal["exact", "safe", "fast", "fastest"]
@@ -34,8 +35,22 @@ def _utf8(v: str, what: str) -> None:
         raise ValueError(f"{what} holds a lone surrogate, not valid Unicode") from None
 
 
+def _digits(v: Any) -> Any:
+    """A query-string integer is written with digits only: "5", not "5.0", " 5", "+5" or "true"."""
+    if isinstance(v, str) and not re.fullmatch(r"-?[0-9]+", v):
+        raise ValueError(f"Input should be a whole number written with digits, like 10, got {v!r}")
+    return v
+
+
+#: parses an integer query-string parameter strictly; put it after ``Query(...)`` in ``Annotated[int, ...]``
+#: (before it, the OpenAPI schema shows ``ge``/``le`` instead of ``minimum``/``maximum``)
+DIGITS = BeforeValidator(_digits)
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: unknown fields refused, no coercion (``k: true``, ``"5"`` or ``10.0`` is refused)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SearchRequest(_Strict):
@@ -110,6 +125,8 @@ class HitOut(BaseModel):
     title: str | None = None
     text: str | None = None
     explanation: Explanation | None = None
+    weak: bool | None = Field(default=None, description=(
+        "bm25 mode: the hit shares only a small part of the query's information (a weak match)"))
 
 
 class SearchResponse(BaseModel):

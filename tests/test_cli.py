@@ -1,4 +1,6 @@
 import json
+import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,10 +32,14 @@ def test_index_then_search(built, capsys):
 
 
 def test_index_summary_line(tmp_path, capsys):
+    stale = tmp_path / "i.tmp-0123456789ab"  # what a killed build of the same target left
+    stale.mkdir()
+    (stale / "postings.npy").write_bytes(b"half")
     assert main(["index", "--corpus", str(MINI_CORPUS), "--out", str(tmp_path / "i"), "--no-progress",
                  "--limit", "5", "--quantization", "float32"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("indexed 5 documents,") and "postings" in line and "MiB on disk" in line
+    assert os.listdir(tmp_path) == ["i"]
 
 
 def test_existing_output_needs_overwrite(built, capsys):
@@ -86,6 +92,68 @@ def test_search_bad_index_exit_2(tmp_path, built, capsys):
 def test_bad_arguments_exit_2(tmp_path):
     r = _run("search", "--index", str(tmp_path), "q", "-k", "0")
     assert r.returncode == 2 and "must be at least 1" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1  # no usage block
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_overwrite_refuses_what_is_not_an_index(tmp_path, capsys):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("four years")
+    assert main(["index", "--corpus", str(MINI_CORPUS), "--out", str(precious), "--overwrite"]) == 2
+    assert "refusing to replace" in _one_line_error(capsys)
+    assert os.listdir(precious) == ["thesis.txt"] and os.listdir(tmp_path) == ["precious"]
+    beir = tmp_path / "beircopy"
+    beir.mkdir()
+    (beir / "corpus.jsonl").write_bytes(MINI_CORPUS.read_bytes())
+    assert main(["index", "--corpus", str(beir), "--out", str(beir), "--overwrite", "--no-progress"]) == 2
+    assert "the same as the input" in _one_line_error(capsys)
+    assert os.listdir(beir) == ["corpus.jsonl"]
+
+
+def test_out_dot_says_why(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for extra in ([], ["--overwrite"]):
+        assert main(["index", "--corpus", str(MINI_CORPUS), "--out", ".", *extra]) == 2
+        assert "it is the current folder" in _one_line_error(capsys)
+    assert os.listdir(tmp_path) == []
+
+
+def test_serve_bad_port_settings_one_line(tmp_path, monkeypatch, capsys):
+    assert main(["serve", "--index", str(tmp_path), "--port", "70000"]) == 2
+    line = _one_line_error(capsys)
+    assert "port" in line and "65535" in line
+    monkeypatch.setenv("LSR_PORT", "abc")
+    assert main(["serve", "--index", str(tmp_path)]) == 2
+    line = _one_line_error(capsys)
+    assert "LSR_PORT" in line and "'abc'" in line
+
+
+@pytest.fixture
+def busy_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def test_serve_busy_port_fails_before_loading(tmp_path, busy_port, capsys):
+    # the index does not even exist: the port is checked first, so that is not what is reported
+    assert main(["serve", "--index", str(tmp_path / "absent"), "--port", str(busy_port)]) == 2
+    line = _one_line_error(capsys)
+    assert f"cannot listen on 127.0.0.1:{busy_port}" in line and "absent" not in line
+
+
+def test_demo_busy_port_fails_before_building(tmp_path, busy_port, capsys):
+    out = tmp_path / "demo" / "index"
+    assert main(["demo", "--out", str(out), "--port", str(busy_port)]) == 2
+    assert "cannot listen" in _one_line_error(capsys)
+    assert not (tmp_path / "demo").exists()
 
 
 def test_index_block_size_and_reorder_options(tmp_path, capsys):

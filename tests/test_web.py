@@ -114,6 +114,8 @@ def test_search_page(live_server, tmp_path):
             if default == "hybrid":
                 assert page.locator("#results li.hit").first.locator(".retrievers .ret").count() >= 2
             page.screenshot(path=str(tmp_path / f"search-{default}.png"), full_page=True)
+            placeholder = page.get_attribute("#q", "placeholder")
+            assert placeholder and QUERY not in placeholder  # the page's example fits the demo corpus
 
             # responsive: nothing wider than a phone screen
             page.set_viewport_size({"width": 380, "height": 800})
@@ -136,15 +138,107 @@ def test_search_page(live_server, tmp_path):
             page.screenshot(path=str(shot), full_page=True)
             assert shot.exists() and shot.stat().st_size > 0
 
-            # an error answer shows the JSON error message
+            # an empty query is not sent: the page says what is wrong
+            searches = []
+            page.on("request", lambda r: searches.append(r.url) if "/search" in r.url else None)
             page.fill("#q", "   ")
+            page.click("#go")
+            page.wait_for_function("document.getElementById('results').dataset.state === 'empty-query'")
+            assert page.is_visible("#error") and "Type a query" in page.inner_text("#error")
+            assert not searches
+
+            # an error answer shows the JSON error message
+            page.fill("#q", "lava " * 1000)  # longer than the server's max_query_chars
             page.click("#go")
             page.wait_for_function("document.getElementById('results').dataset.state === 'error'")
             assert page.is_visible("#error")
-            assert "query is empty" in page.inner_text("#error")
+            assert "longer than" in page.inner_text("#error") and "422" in page.inner_text("#error")
             assert page.locator("#results li.hit").count() == 0
+
+            check_chips(page, live_server, modes)
+            check_weak_matches(page, modes)
+            check_more_results(page, live_server, modes)
+            check_icon(page)
 
             assert not page_errors, page_errors
             assert not outside, f"the page fetched from outside the server: {outside}"
         finally:
             browser.close()
+
+
+def search(page, query: str, mode: str) -> None:
+    page.click(f"label[for=mode-{mode}]")
+    page.fill("#q", query)
+    page.click("#go")
+    wait_done(page, mode)
+
+
+def check_chips(page, live_server: str, modes: list[str]) -> None:
+    """Matched pieces are joined into words, stop-word expansions hidden, raw terms behind an expander."""
+    mode = "sparse" if "sparse" in modes else modes[0]
+    search(page, QUERY, mode)
+    words = page.locator("#results .chips.words .chip-term").all_inner_texts()
+    assert words and not [w for w in words if w.startswith("##")]
+    # the piece "er" of "erupt" shows as the query word, marked as a part of it
+    first = page.locator("#results li.hit").first
+    assert "erupt" in first.locator(".chips.words .chip.partial .chip-term").all_inner_texts()
+    assert "er" not in first.locator(".chips.words .chip-term").all_inner_texts()
+    expansions = page.locator("#results .chips.words .chip.expansion .chip-term").all_inner_texts()
+    assert not set(expansions) & {"and", "is", "the", "a", "of", "to", "."}, expansions
+    raw = page.locator("#results li.hit").first.locator("details.raw-terms")
+    assert raw.count() == 1 and not raw.locator(".chip").first.is_visible()
+    raw.locator("summary").click()
+    assert raw.locator(".chip").first.is_visible()
+    # "checkmate" is split into check + ##mate: one chip "checkmate", the pieces among the raw terms
+    search(page, "checkmate", mode)
+    hit = page.locator("#results li.hit[data-id='sport-5']")
+    assert "checkmate" in hit.locator(".chips.words .chip-term").all_inner_texts()
+    assert "##mate" in hit.locator("details.raw-terms .chip-term").all_text_contents()
+
+
+def check_weak_matches(page, modes: list[str]) -> None:
+    """BM25: a nonsense word finds nothing, and hits that share little of the query say so."""
+    if "bm25" not in modes:
+        return
+    search(page, "zzqxj", "bm25")
+    assert page.locator("#results li.hit").count() == 0 and page.is_visible("#results li.empty")
+    search(page, "zzqxj lava", "bm25")
+    hits = page.locator("#results li.hit")
+    assert hits.count() > 0 and hits.locator(".weak").count() == hits.count()
+    assert "weak match" in hits.first.locator(".weak").inner_text()
+    assert "Only weak matches" in page.inner_text("#notice")
+    search(page, QUERY, "bm25")
+    assert page.locator("#results li.hit").first.locator(".weak").count() == 0
+    assert "weak" not in page.inner_text("#notice")
+
+
+def check_more_results(page, live_server: str, modes: list[str]) -> None:
+    """"More results" raises k up to the largest k the server accepts (GET /ui/config), not further."""
+    mode = "sparse" if "sparse" in modes else modes[0]
+    config = get_json(live_server + "/ui/config")
+    assert config["max_k"] == 1000  # SearchRequest's bound
+    search(page, QUERY, mode)
+    assert page.locator("#results li.hit").count() == 10 and page.is_visible("#more")
+    page.click("#more")
+    page.wait_for_function("document.getElementById('results').children.length > 10")
+    wait_done(page, mode)
+    assert page.eval_on_selector("#k", "e => e.value") == "20"
+    assert 10 < page.locator("#results li.hit").count() <= 20
+    # with a server that allows 12 hits, the button stops at 12
+    page.route("**/ui/config", lambda route: route.fulfill(json={**config, "max_k": 12}))
+    page.goto(live_server + f"/?q={QUERY}&mode={mode}")
+    wait_done(page, mode)
+    assert page.locator("#results li.hit").count() == 10 and page.is_visible("#more")
+    page.click("#more")
+    page.wait_for_function("document.getElementById('results').children.length === 12")
+    wait_done(page, mode)
+    assert not page.is_visible("#more")
+    page.unroute("**/ui/config")
+
+
+def check_icon(page) -> None:
+    """The page names an icon, served by the app itself."""
+    href = page.eval_on_selector("link[rel~=icon]", "e => e.href")
+    with urllib.request.urlopen(href, timeout=30) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("image/svg+xml")
+        assert b"<svg" in r.read()

@@ -1,4 +1,4 @@
-"""``GET /health`` (liveness), ``GET /ready`` (index open), ``GET /stats`` and ``GET /metrics``.
+"""``GET /health`` (liveness), ``GET /ready`` (index open, kernels warm), ``GET /stats`` and ``GET /metrics``.
 
 These run on the event loop and never wait for a search worker, so they answer while searches are slow.
 """
@@ -26,10 +26,11 @@ async def health() -> Health:
 
 @router.get("/ready", response_model=Ready, responses={503: {"model": ErrorOut}})
 async def ready(request: Request):
-    """Readiness: 200 once the index is open, 503 before."""
+    """Readiness: 200 once the index is open and its search kernels are warm (compiled), 503 before."""
     state = getattr(request.app.state, "service", None)
-    if state is None:
-        return JSONResponse(status_code=503, content=error_body(503, "the index is not open yet"))
+    if state is None:  # the lifespan sets it after Searcher.warm_up
+        return JSONResponse(status_code=503, content=error_body(
+            503, "not ready yet: the index is opening or its search kernels are warming up"))
     s = state.searcher
     return Ready(status="ready", documents=s.info["documents"], modes=s.modes)
 

@@ -1,13 +1,15 @@
 // lsr-engine search page: plain DOM, no build step, nothing fetched from outside this server.
-// GET /stats gives the modes; POST /search (explain) gives the hits; POST /encode tells which matched
-// terms are SPLADE expansion terms (in the query vector, not in the query text).
+// GET /stats gives the modes, GET /ui/config the largest k; POST /search (explain) gives the hits; POST
+// /encode tells which matched terms are SPLADE expansion terms (in the query vector, not in the query text).
+// Matched WordPiece pieces are shown joined into the words they form (check + ##mate: "checkmate"),
+// stop-word expansions are left out, and the raw terms sit behind an expander.
 "use strict";
 
 (function () {
   const $ = (id) => document.getElementById(id);
   const form = $("search-form"), input = $("q"), modesBox = $("modes"), kSelect = $("k");
   const results = $("results"), statusEl = $("status"), errorEl = $("error"), noticeEl = $("notice");
-  const legend = $("legend"), goButton = $("go");
+  const legend = $("legend"), goButton = $("go"), moreButton = $("more");
 
   const MODE_HELP = {
     hybrid: "fuses every retriever of the index",
@@ -17,10 +19,13 @@
   };
   const SNIPPET_CHARS = 300;
   const MAX_CHIPS = 24;
-  const STOP = new Set(("a an and are as at be by for from has how in is it its of on or that the to was " +
-    "were what when where which who why with does do did can").split(" "));
+  const STOP = new Set(("a an and are as at be but by for from has have had how i if in into is it its me my " +
+    "no not of on or our so such than that the their them then there these they this to was we were what " +
+    "when where which while who whom why will with would you your does do did can could should about also " +
+    "been being all any both each more most other some same too very just only").split(" "));
 
   let stats = null;
+  let maxK = null;                   // the largest k the server accepts (GET /ui/config)
   let seq = 0;                       // the latest search; older answers are dropped
   const encodeCache = new Map();     // query text -> Set of expansion tokens (or null when unknown)
 
@@ -89,6 +94,11 @@
       el("strong", null, err.status ? `Error ${err.status}` : "Error"),
       err.code && err.code !== "network" ? el("code", null, err.code) : null,
       el("span", {class: "error-message"}, err.message));
+    errorEl.hidden = false;
+  }
+
+  function showMessage(text) {
+    errorEl.replaceChildren(el("span", {class: "error-message"}, text));
     errorEl.hidden = false;
   }
 
@@ -173,6 +183,15 @@
     $("index-info").textContent = parts.join(" · ");
   }
 
+  async function loadConfig() {
+    try {
+      const config = await api("/ui/config");
+      if (Number.isInteger(config.max_k) && config.max_k > 0) maxK = config.max_k;
+    } catch (err) {
+      maxK = null;  // an older server: the "more results" button stays hidden
+    }
+  }
+
   // ---- search --------------------------------------------------------------------------------------
   async function expansionOf(query) {
     if (encodeCache.has(query)) return encodeCache.get(query);
@@ -193,12 +212,28 @@
     goButton.textContent = busy ? "Searching…" : "Search";
   }
 
+  function setK(k) {
+    if (![...kSelect.options].some((o) => parseInt(o.value, 10) === k)) {
+      const option = el("option", {value: k}, k);
+      const after = [...kSelect.options].find((o) => parseInt(o.value, 10) > k);
+      kSelect.insertBefore(option, after || null);
+    }
+    kSelect.value = String(k);
+  }
+
   async function search() {
     const query = input.value;
     const mode = selectedMode();
     const k = parseInt(kSelect.value, 10) || 10;
     const my = ++seq;
     clearError();
+    if (!query.trim()) {  // nothing to send: say so here
+      seq++;
+      results.dataset.state = "empty-query";
+      showMessage("Type a query first: the search box is empty.");
+      input.focus();
+      return;
+    }
     setBusy(true);
     results.dataset.state = "loading";
 
@@ -217,7 +252,7 @@
         wantsExpansion ? expansionOf(query) : Promise.resolve(null),
       ]);
       if (my !== seq) return;
-      render(res, expansion);
+      render(res, expansion, k);
       results.dataset.state = "done";
     } catch (err) {
       if (my !== seq) return;
@@ -225,6 +260,7 @@
       statusEl.textContent = "";
       noticeEl.hidden = true;
       legend.hidden = true;
+      moreButton.hidden = true;
       results.dataset.state = "error";
       showError(err);
     } finally {
@@ -242,8 +278,9 @@
     return s;
   }
 
-  function render(res, expansion) {
+  function render(res, expansion, k) {
     const hits = res.hits || [];
+    moreButton.hidden = !(maxK && hits.length >= k && k < maxK);
     results.dataset.mode = res.mode || "";
     const parts = [`${hits.length} result${hits.length === 1 ? "" : "s"}`, `mode ${res.mode}`];
     if (typeof res.took_ms === "number") parts.push(`${fmt(res.took_ms)} ms`);
@@ -251,10 +288,16 @@
     if (fusion) parts.push(fusion);
     statusEl.textContent = parts.join(" · ");
 
-    noticeEl.hidden = !res.truncated;
-    noticeEl.textContent = res.truncated
-      ? "Your query is longer than the encoder's maximum length: it was cut, and only its beginning was searched."
-      : "";
+    const notices = [];
+    if (res.truncated) {
+      notices.push("Your query is longer than the encoder's maximum length: it was cut, and only its " +
+        "beginning was searched.");
+    }
+    if (hits.length && hits.every((h) => h.weak)) {
+      notices.push("Only weak matches: none of these documents shares much of your query.");
+    }
+    noticeEl.hidden = !notices.length;
+    noticeEl.textContent = notices.join(" ");
 
     const sparseTerms = res.mode === "sparse" || res.mode === "hybrid";
     const expansionSet = sparseTerms && expansion ? expansion : new Set();
@@ -275,10 +318,12 @@
       results.replaceChildren(el("li", {class: "empty"}, "No document matches this query."));
       return;
     }
-    results.replaceChildren(...hits.map((h) => renderHit(h, res.mode, matcher, expansionSet, maxContribution)));
+    const texts = {query: res.query || ""};
+    results.replaceChildren(...hits.map((h) => renderHit(h, res.mode, matcher, expansionSet, maxContribution,
+      texts)));
   }
 
-  function renderHit(hit, mode, matcher, expansionSet, maxContribution) {
+  function renderHit(hit, mode, matcher, expansionSet, maxContribution, texts) {
     const titleId = `hit-${hit.rank}-title`;
     const title = hit.title && hit.title.trim() ? hit.title : hit.id;
     const ex = hit.explanation || {};
@@ -287,10 +332,13 @@
         el("header", {class: "hit-head"},
           el("span", {class: "rank", "aria-label": `rank ${hit.rank}`}, hit.rank),
           el("h2", {id: titleId, class: "hit-title"}, highlighted(title, matcher)),
+          hit.weak ? el("span", {class: "weak", title: "This document shares only a small part of the " +
+            "query's words (weighted by how rare they are)."}, "weak match") : null,
           el("span", {class: "score", title: "score"}, fmt(hit.score))),
         el("p", {class: "snippet"}, highlighted(snippet(hit.text), matcher)),
         ex.retrievers ? renderRetrievers(ex.retrievers) : null,
-        renderTerms(ex.terms, mode, expansionSet, maxContribution),
+        renderTerms(ex.terms, mode, expansionSet, maxContribution,
+          [texts.query, hit.title || "", hit.text || ""]),
         el("p", {class: "doc-id muted"}, "id ", el("code", null, hit.id))));
   }
 
@@ -311,33 +359,107 @@
       }));
   }
 
-  function renderTerms(terms, mode, expansionSet, maxContribution) {
+  // Words of the query, title and text that matched pieces tile (first piece plain, the rest "##"), the way
+  // WordPiece splits them (greedy longest match: with every piece of a word matched, the same split).
+  function wordsOf(text) {
+    return text.toLowerCase().normalize("NFD").replace(/\p{M}/gu, "").match(/[\p{L}\p{N}]+/gu) || [];
+  }
+
+  function joinPieces(terms, sources) {
+    const byTerm = new Map(terms.map((t) => [t.term, t]));
+    const used = new Set(), joined = [];
+    const seen = new Set();
+    for (const source of sources) {
+      for (const raw of wordsOf(source)) {
+        if (seen.has(raw) || raw.length < 2) continue;
+        seen.add(raw);
+        const pieces = [];
+        let at = 0;
+        while (at < raw.length) {
+          let found = null;
+          for (let end = raw.length; end > at && !found; end--) {
+            const piece = (at ? "##" : "") + raw.slice(at, end);
+            if (byTerm.has(piece) && !used.has(piece)) found = piece;
+          }
+          if (!found) break;
+          pieces.push(found);
+          at += found.length - (pieces.length > 1 ? 2 : 0);
+        }
+        if (at < raw.length || pieces.length < 2) continue;
+        pieces.forEach((p) => used.add(p));
+        joined.push({word: raw, pieces: pieces.map((p) => byTerm.get(p))});
+      }
+    }
+    return {joined, used};
+  }
+
+  function chip(label, contribution, isExpansion, maxContribution, tip, raw, partial) {
+    const w = maxContribution > 0 ? Math.max(0, Math.min(1, contribution / maxContribution)) : 0;
+    return el("li", {class: (isExpansion ? "chip expansion" : "chip") + (raw ? " raw" : "") +
+      (partial ? " partial" : ""),
+      style: `--w: ${w.toFixed(3)}`, title: tip, "data-term": label},
+      isExpansion ? el("span", {class: "sr-only"}, "expansion term: ") : null,
+      el("span", {class: "chip-term"}, label),
+      el("span", {class: "chip-value"}, fmt(contribution)));
+  }
+
+  function termTip(t, isExpansion) {
+    return `${t.term}${isExpansion ? " (expansion)" : ""}: query ${fmt(t.query_weight)} × ` +
+      `document ${fmt(t.doc_weight)} = ${fmt(t.contribution)}`;
+  }
+
+  function renderTerms(terms, mode, expansionSet, maxContribution, sources) {
     if (!terms) {
       return mode === "dense" ? el("p", {class: "no-terms muted"}, "Dense match: no terms to show.") : null;
     }
     if (!terms.length) return el("p", {class: "no-terms muted"}, "No shared terms.");
-    const shown = terms.slice(0, MAX_CHIPS);
+    const {joined, used} = joinPieces(terms, sources);
+    const words = joined.map((j) => ({
+      label: j.word,
+      contribution: j.pieces.reduce((s, t) => s + t.contribution, 0),
+      expansion: j.pieces.every((t) => expansionSet.has(t.term)),
+      tip: `${j.word} = ${j.pieces.map((t) => t.term).join(" + ")}: ` +
+        j.pieces.map((t) => fmt(t.contribution)).join(" + ") + ` = ` +
+        fmt(j.pieces.reduce((s, t) => s + t.contribution, 0)),
+    }));
+    const queryWords = wordsOf(sources[0]);
+    for (const t of terms) {
+      if (used.has(t.term) || t.term.startsWith("##")) continue;  // a lone piece of a word: raw terms only
+      const isExpansion = expansionSet.has(t.term);
+      if (isExpansion && (STOP.has(t.term) || !/[\p{L}\p{N}]/u.test(t.term))) continue;  // "+and", "+."
+      // the first piece of a query word ("er" of "erupt"): shown as that word, marked as a part of it
+      const whole = isExpansion || queryWords.includes(t.term) ? null
+        : queryWords.find((w) => w.length > t.term.length && w.startsWith(t.term));
+      words.push({label: whole || t.term, contribution: t.contribution, expansion: isExpansion,
+        partial: Boolean(whole),
+        tip: (whole ? `a piece of "${whole}": ` : "") + termTip(t, isExpansion)});
+    }
+    words.sort((a, b) => b.contribution - a.contribution);
+    const shown = words.slice(0, MAX_CHIPS);
     const label = mode === "bm25" ? "Matched BM25 terms" : "Matched SPLADE terms";
-    const list = el("ul", {class: "chips", "aria-label": label},
-      shown.map((t) => {
-        const w = maxContribution > 0 ? Math.max(0, Math.min(1, t.contribution / maxContribution)) : 0;
-        const isExpansion = expansionSet.has(t.term);
-        const tip = `${t.term}${isExpansion ? " (expansion)" : ""}: query ${fmt(t.query_weight)} × ` +
-          `document ${fmt(t.doc_weight)} = ${fmt(t.contribution)}`;
-        return el("li", {class: isExpansion ? "chip expansion" : "chip", style: `--w: ${w.toFixed(3)}`,
-          title: tip, "data-term": t.term},
-          isExpansion ? el("span", {class: "sr-only"}, "expansion term: ") : null,
-          el("span", {class: "chip-term"}, t.term),
-          el("span", {class: "chip-value"}, fmt(t.contribution)));
-      }));
-    const more = terms.length > shown.length
-      ? el("span", {class: "more muted"}, `+${terms.length - shown.length} more`) : null;
-    return el("div", {class: "terms"}, list, more);
+    const list = shown.length
+      ? el("ul", {class: "chips words", "aria-label": label},
+        shown.map((w) => chip(w.label, w.contribution, w.expansion, maxContribution, w.tip, false,
+          w.partial)))
+      : el("span", {class: "no-terms muted"}, "Only pieces of words match.");
+    const more = words.length > shown.length
+      ? el("span", {class: "more muted"}, `+${words.length - shown.length} more`) : null;
+    const raw = el("details", {class: "raw-terms"},
+      el("summary", null, `Raw terms (${terms.length})`),
+      el("ul", {class: "chips raw", "aria-label": label + ", as indexed"},
+        terms.map((t) => chip(t.term, t.contribution, expansionSet.has(t.term), maxContribution,
+          termTip(t, expansionSet.has(t.term)), true))));
+    return el("div", {class: "terms"}, list, more, raw);
   }
 
   // ---- wiring --------------------------------------------------------------------------------------
   form.addEventListener("submit", (e) => {
     e.preventDefault();
+    search();
+  });
+  moreButton.addEventListener("click", () => {
+    const k = parseInt(kSelect.value, 10) || 10;
+    setK(Math.min(maxK, k * 2));
     search();
   });
   modesBox.addEventListener("change", () => {
@@ -347,7 +469,7 @@
   (async function init() {
     const q = new URLSearchParams(location.search).get("q");
     if (q) input.value = q;
-    await loadStats();
+    await Promise.all([loadStats(), loadConfig()]);
     if (q && q.trim()) search();
     else input.focus();
   })();
