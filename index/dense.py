@@ -24,9 +24,18 @@ from typing import Any
 
 import numpy as np
 
+from lsr.errors import IndexFormatError
+from lsr.index import _validate as V
+from lsr.index.storage import sha256_file
+
 KINDS = ("flat", "hnsw", "ivf")
 INDEX_FILE = "dense/faiss.index"
 META_FILE = "dense/dense.json"
+MANIFEST = "manifest.json"
+_PARAM_MAX = 1 << 20  # bound of the integer search/build parameters in dense.json
+#: Largest magnitude of a stored or query component: far beyond any embedding, small enough that inner
+#: products (dimension <= 2**16) stay finite in float32.
+MAX_ABS = 2.0**50
 
 
 def _faiss() -> Any:
@@ -43,8 +52,8 @@ def _check_matrix(x: Any, name: str, dim: int | None = None) -> np.ndarray:
         raise ValueError(f"{name} must be a non-empty 2-D array (rows x dim), got shape {x.shape}")
     if dim is not None and x.shape[1] != dim:
         raise ValueError(f"{name} has dimension {x.shape[1]}, the index has {dim}")
-    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
-        raise ValueError(f"{name} must hold finite numbers")
+    if not np.issubdtype(x.dtype, np.number) or not (np.abs(x) <= MAX_ABS).all():
+        raise ValueError(f"{name} must hold finite numbers of magnitude at most 2**50")
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
@@ -156,17 +165,145 @@ class DenseIndex:
         return {"index": INDEX_FILE, "meta": META_FILE}
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> "DenseIndex":
-        """Open what :meth:`save` wrote."""
-        from lsr.errors import IndexFormatError
+    def load(cls, folder: str | os.PathLike, *, verify: bool = True) -> "DenseIndex":
+        """Open what :meth:`save` wrote; IndexFormatError (one line) for a damaged or foreign file.
 
+        faiss reads its file unchecked (a bad HNSW neighbour id or IVF list entry can crash a search, a bad
+        size field make it allocate a huge buffer), so: ``verify=True`` (default) first checks both files
+        against their sha256 in the folder's ``manifest.json`` where it lists them (every ``lsr index``
+        folder; about 0.8 s per GB), then the structures faiss will follow are checked through its Python
+        API (neighbour ids, levels and offsets, list ids, finite vectors, metric, sizes).
+        """
         faiss = _faiss()
         folder = Path(folder)
+        if verify:
+            _check_sha256(folder)
         try:
             meta = json.loads((folder / META_FILE).read_text())
             index = faiss.read_index(str(folder / INDEX_FILE))
-        except (OSError, ValueError, RuntimeError) as e:
-            raise IndexFormatError(f"{folder} has no readable dense index: {e}") from None
-        if meta.get("kind") not in KINDS or index.ntotal != meta.get("n") or index.d != meta.get("dim"):
-            raise IndexFormatError(f"{folder / META_FILE} does not describe {folder / INDEX_FILE}")
+        except (OSError, ValueError, RuntimeError, MemoryError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise IndexFormatError(f"{folder} has no readable dense index: {first}") from None
+        _check_meta(folder, meta, index)
+        _check_structure(folder / INDEX_FILE, faiss, index, meta["kind"])
         return cls(index, meta)
+
+
+def _check_sha256(folder: Path) -> None:
+    """The dense files against their sha256 in the folder's manifest (only where it lists them)."""
+    try:
+        files = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return  # no manifest of ours: the structural checks alone
+    for rel in (META_FILE, INDEX_FILE):
+        info = files.get(rel) if isinstance(files, dict) else None
+        if isinstance(info, dict) and "sha256" in info and (folder / rel).is_file():
+            if sha256_file(folder / rel) != info["sha256"]:
+                raise IndexFormatError(f"{folder / rel} is corrupted: it does not match its sha256 in "
+                                       f"{folder / MANIFEST}")
+
+
+def _check_meta(folder: Path, meta: Any, index: Any) -> None:
+    where = folder / META_FILE
+    if (not isinstance(meta, dict) or meta.get("kind") not in KINDS
+            or not isinstance(meta.get("params", {}), dict)):
+        raise IndexFormatError(f"{where} is not a dense index description")
+    for key in ("n", "dim"):
+        v = meta.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise IndexFormatError(f"{where}: {key} must be a positive integer, got {v!r}")
+    for key, v in meta.get("params", {}).items():
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= _PARAM_MAX:
+            raise IndexFormatError(f"{where}: parameter {key} must be an integer in 1..{_PARAM_MAX}, "
+                                   f"got {v!r}")
+    if index.ntotal != meta["n"] or index.d != meta["dim"]:
+        raise IndexFormatError(f"{where} does not describe {folder / INDEX_FILE} ({index.ntotal} vectors of "
+                               f"dimension {index.d})")
+
+
+def _finite_floats(ptr: Any, count: int, faiss: Any) -> bool:
+    """Whether ``count`` float32 values at a faiss pointer are finite and <= MAX_ABS (a zero-copy view)."""
+    return count == 0 or bool(V.all_bounded(faiss.rev_swig_ptr(ptr, count), MAX_ABS))
+
+
+def _check_flat(faiss: Any, flat: Any, n: int, d: int) -> str | None:
+    if (not isinstance(flat, faiss.IndexFlat) or flat.ntotal != n or flat.d != d
+            or flat.metric_type != faiss.METRIC_INNER_PRODUCT):
+        return "its vector storage is not a flat inner-product index of the expected size"
+    if flat.code_size != 4 * d or flat.codes.size() != n * 4 * d:
+        return "its vector storage has the wrong size"
+    if not _finite_floats(flat.get_xb(), n * d, faiss):
+        return "a stored vector holds NaN, infinity or a value beyond 2**50"
+    return None
+
+
+def _check_structure(where: Path, faiss: Any, index: Any, kind: str) -> None:
+    """What faiss follows without checks during a search (see DenseIndex.load)."""
+    index = faiss.downcast_index(index)
+    n, d = int(index.ntotal), int(index.d)
+    expected = {"flat": faiss.IndexFlat, "hnsw": faiss.IndexHNSWFlat, "ivf": faiss.IndexIVFFlat}[kind]
+    problem = None
+    if not isinstance(index, expected):
+        problem = f"it holds a {type(index).__name__}, not the {kind} index its description names"
+    elif index.metric_type != faiss.METRIC_INNER_PRODUCT or not index.is_trained:
+        problem = "it is not a trained inner-product index"
+    elif kind == "flat":
+        problem = _check_flat(faiss, index, n, d)
+    elif kind == "hnsw":
+        storage = faiss.downcast_index(index.storage)
+        problem = _check_flat(faiss, storage, n, d) or _check_hnsw(faiss, index, n)
+    else:
+        problem = _check_ivf(faiss, index, n, d)
+    if problem:
+        raise IndexFormatError(f"{where} is corrupted: {problem}")
+
+
+def _check_hnsw(faiss: Any, index: Any, n: int) -> str | None:
+    h = index.hnsw
+    levels = faiss.vector_to_array(h.levels)
+    offsets = faiss.vector_to_array(h.offsets).view(np.int64)
+    cum = faiss.vector_to_array(h.cum_nneighbor_per_level)
+    neighbors = faiss.vector_to_array(h.neighbors)
+    code, node, value = V.check_hnsw(levels, offsets, cum, neighbors, n)
+    if code:
+        return {1: "the graph's arrays have the wrong sizes", 2: "bad neighbour counts per layer",
+                3: f"node {node} has level {value}",
+                4: f"node {node}'s neighbour offsets do not match its level",
+                5: f"node {node} has neighbour {value}, out of range",
+                6: f"node {node} links to node {value} on a layer that node is not on"}[code]
+    if n and not (0 <= h.entry_point < n and h.max_level == levels[h.entry_point] - 1 == levels.max() - 1):
+        return f"bad entry point {h.entry_point} / top level {h.max_level}"
+    if h.efSearch < 1 or h.efConstruction < 1:
+        return "bad search parameters"
+    return None
+
+
+def _check_ivf(faiss: Any, index: Any, n: int, d: int) -> str | None:
+    nlist = int(index.nlist)
+    problem = _check_flat(faiss, faiss.downcast_index(index.quantizer), nlist, d)
+    if problem:
+        return f"the coarse quantizer is damaged: {problem}"
+    lists = faiss.downcast_InvertedLists(index.invlists)
+    if (not isinstance(lists, faiss.ArrayInvertedLists) or lists.nlist != nlist or lists.code_size != 4 * d
+            or index.code_size != 4 * d or index.by_residual or index.parallel_mode != 0 or index.nprobe < 1):
+        return "its inverted lists or parameters are not those of an IVF-flat index"
+    seen = np.zeros(n, np.int64)
+    total = 0
+    for i in range(nlist):
+        size = int(lists.list_size(i))
+        total += size
+        if size == 0:
+            continue
+        if total > n:
+            return f"its lists hold more than its {n} vectors"
+        ids = faiss.rev_swig_ptr(lists.get_ids(i), size)
+        if ids.min() < 0 or ids.max() >= n:
+            return f"list {i} holds a vector id out of range 0..{n - 1}"
+        np.add.at(seen, ids, 1)
+        if not V.all_bounded(faiss.rev_swig_ptr(lists.get_codes(i), size * 4 * d).view(np.float32), MAX_ABS):
+            return f"list {i} holds a vector with NaN, infinity or a value beyond 2**50"
+    if total != n or not (seen == 1).all():
+        return f"its lists do not hold each of its {n} vectors exactly once"
+    if index.direct_map.type != faiss.DirectMap.NoMap:
+        index.set_direct_map_type(faiss.DirectMap.NoMap)  # derived data: rebuilt on demand by vectors()
+    return None

@@ -101,7 +101,7 @@ class DocStore:
         try:
             self._len = int(self._conn.execute("SELECT count(*) FROM docs").fetchone()[0])
             self._conn.execute("SELECT row, id, title, text FROM docs LIMIT 0").fetchall()
-        except sqlite3.Error as e:
+        except (sqlite3.Error, UnicodeDecodeError) as e:  # sqlite's message may quote damaged text
             self._conn.close()
             raise IndexFormatError(f"{self._path} is not an lsr document store: {e}") from None
 
@@ -122,11 +122,17 @@ class DocStore:
         wanted = list(dict.fromkeys(ids))
         found: dict[str, Document] = {}
         with self._lock:
-            for i in range(0, len(wanted), _MAX_VARS):
-                part = wanted[i : i + _MAX_VARS]
-                sql = f"SELECT id, title, text FROM docs WHERE id IN ({','.join('?' * len(part))})"
-                for doc_id, title, text in self._conn.execute(sql, part):
-                    found[doc_id] = Document(doc_id, title or "", text or "")
+            try:
+                for i in range(0, len(wanted), _MAX_VARS):
+                    part = wanted[i : i + _MAX_VARS]
+                    sql = f"SELECT id, title, text FROM docs WHERE id IN ({','.join('?' * len(part))})"
+                    for doc_id, title, text in self._conn.execute(sql, part):
+                        if not all(isinstance(x, (str, type(None))) for x in (doc_id, title, text)):
+                            raise IndexFormatError(f"{self._path} is corrupted: document {doc_id!r} holds a "
+                                                   "value that is not text")
+                        found[doc_id] = Document(doc_id, title or "", text or "")
+            except (sqlite3.Error, UnicodeDecodeError) as e:  # damage is only found when read ("immutable")
+                raise IndexFormatError(f"{self._path} is corrupted: {e}") from None
         return [found.get(i) for i in ids]
 
     def close(self) -> None:

@@ -35,8 +35,9 @@ from lsr.errors import IndexFormatError
 from lsr.index import _bmp as B
 from lsr.index import _bmp_build as BB
 from lsr.index import _kernels as K
+from lsr.index import _validate as V
 from lsr.index._pool import BufferPool as _BufferPool
-from lsr.index.storage import atomic_folder, load_array, read_manifest, save_array, write_manifest
+from lsr.index.storage import atomic_folder, read_manifest, save_array, write_manifest
 from lsr.types import SparseBatch
 
 QUANTIZATIONS = ("uint8", "float32")
@@ -334,8 +335,12 @@ class SparseIndex:
     # ------------------------------------------------------------------ reading
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, verify: bool = False) -> "SparseIndex":
-        """Open an index folder (arrays memory-mapped); ``verify=True`` also checks every file's sha256."""
+    def load(cls, path: str | os.PathLike, *, verify: bool = False, validate: bool = True) -> "SparseIndex":
+        """Open an index folder (arrays memory-mapped); ``verify=True`` also checks every file's sha256.
+
+        ``validate=True`` (default) checks every array the search kernels trust (Numba passes, see
+        :mod:`lsr.index._validate`); ``False`` skips that for a trusted folder. A damaged index raises
+        IndexFormatError naming the file, never crashes a search."""
         path = Path(path)
         manifest = read_manifest(path, verify=verify)
         where = path / "manifest.json"
@@ -344,7 +349,7 @@ class SparseIndex:
             vocab = int(manifest["vocab_size"])
             nnz = int(manifest["nnz"])
             quantization = manifest["quantization"]
-            float(manifest["scale"])
+            scale = float(manifest["scale"])
             block_size = int(manifest["block_size"])
             n_blocks = int(manifest["n_blocks"])
             n_dense = int(manifest["n_dense_terms"])
@@ -355,6 +360,7 @@ class SparseIndex:
             names["order"] = str(manifest["order"])
         except (KeyError, TypeError, ValueError) as e:
             raise IndexFormatError(f"{where} lacks a valid sparse index description ({e!r})") from None
+        V.check_counts(where, n_docs=n_docs, vocab=vocab, nnz=nnz, n_dense=n_dense, scale=scale)
         if quantization not in QUANTIZATIONS:
             raise IndexFormatError(f"{where}: unknown quantization {quantization!r}")
         if (not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE or n_blocks != -(-n_docs // block_size)
@@ -363,7 +369,7 @@ class SparseIndex:
                                    f"superblock_size {sb_size}")
 
         def arr(key: str, dtypes: Any, shape: tuple[int, ...] | None) -> np.ndarray:
-            a = load_array(path, names[key])
+            a = V.load_array(path, names[key])
             dtypes = dtypes if isinstance(dtypes, tuple) else (dtypes,)
             if a.dtype not in [np.dtype(d) for d in dtypes] or (shape is not None and a.shape != shape):
                 raise IndexFormatError(f"{path / names[key]} holds {a.dtype}{list(a.shape)}, expected "
@@ -406,6 +412,9 @@ class SparseIndex:
             lines.pop()
         if len(lines) != n_docs:
             raise IndexFormatError(f"{path / DOCIDS} has {len(lines)} ids, the manifest says {n_docs}")
+        if validate:
+            names["docids"] = str(manifest.get("docids", DOCIDS))
+            V.validate_sparse(path, names, a, manifest, lines)
         ids = np.array(lines, dtype=str)
         ids.flags.writeable = False
         return cls(path, manifest, a, ids)

@@ -160,13 +160,16 @@ def load_sides(path: Path, manifest: dict, *, device: str = "auto", load_encoder
         index = SparseIndex.load(Path(path) / BM25_DIR)
         try:
             text = (Path(path) / BM25_FILE).read_text()
-        except OSError as e:
+        except (OSError, UnicodeDecodeError) as e:
             raise IndexFormatError(f"{path}: unreadable BM25 statistics ({e})") from None
         analyzer = sides["bm25"].get("analyzer")
         encoder = None
         if load_encoders or analyzer == "porter":
             if analyzer == "wordpiece" and splade_tokenizer is None:
                 raise IndexFormatError(f"{path}: the BM25 side needs the SPLADE encoder's tokenizer")
-            encoder = BM25Encoder.from_json(text, tokenizer=splade_tokenizer)
+            try:
+                encoder = BM25Encoder.from_json(text, tokenizer=splade_tokenizer)
+            except (ValueError, KeyError, TypeError, AttributeError) as e:  # damaged JSON or fields
+                raise IndexFormatError(f"{Path(path) / BM25_FILE} is corrupted: {e!r}") from None
         out["bm25"] = (index, encoder)
     return out
