@@ -38,10 +38,8 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from tokenize import TokenError
 from typing import Any
 
 import numpy as np
@@ -308,19 +306,6 @@ def all_bounded(x, bound):
 
 
 # --------------------------------------------------------------------------- orchestration
-
-
-def load_array(folder: str | os.PathLike, relpath: str) -> np.ndarray:
-    """:func:`lsr.index.storage.load_array`, memory-mapped, where every damaged .npy header raises
-    IndexFormatError: numpy's header parsing also lets TokenError, SyntaxError, TypeError and OverflowError
-    out (and warns about "Python 2" headers it repairs)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return storage.load_array(folder, relpath)
-    except (TokenError, SyntaxError, TypeError, OverflowError, MemoryError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise IndexFormatError(f"{Path(folder) / relpath} is not a readable .npy array: {first}") from None
 
 
 def check_counts(where: Path, *, n_docs: int, vocab: int, nnz: int, n_dense: int, scale: float) -> None:

@@ -37,7 +37,7 @@ from lsr.index import _bmp_build as BB
 from lsr.index import _kernels as K
 from lsr.index import _validate as V
 from lsr.index._pool import BufferPool as _BufferPool
-from lsr.index.storage import atomic_folder, read_manifest, save_array, write_manifest
+from lsr.index.storage import atomic_folder, load_array, read_manifest, save_array, write_manifest
 from lsr.types import SparseBatch
 
 QUANTIZATIONS = ("uint8", "float32")
@@ -369,7 +369,7 @@ class SparseIndex:
                                    f"superblock_size {sb_size}")
 
         def arr(key: str, dtypes: Any, shape: tuple[int, ...] | None) -> np.ndarray:
-            a = V.load_array(path, names[key])
+            a = load_array(path, names[key])
             dtypes = dtypes if isinstance(dtypes, tuple) else (dtypes,)
             if a.dtype not in [np.dtype(d) for d in dtypes] or (shape is not None and a.shape != shape):
                 raise IndexFormatError(f"{path / names[key]} holds {a.dtype}{list(a.shape)}, expected "

@@ -19,8 +19,10 @@ import os
 import re
 import secrets
 import shutil
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
+from tokenize import TokenError
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -420,11 +422,19 @@ def save_array(folder: str | os.PathLike, relpath: str, arr: np.ndarray) -> Path
 
 
 def load_array(folder: str | os.PathLike, relpath: str, mmap: bool = True) -> np.ndarray:
-    """Load ``folder/relpath`` (.npy), memory-mapped read-only by default; IndexFormatError if unreadable."""
+    """Load ``folder/relpath`` (.npy), memory-mapped read-only by default; IndexFormatError if unreadable.
+
+    A damaged header is refused whatever numpy raises for it (its header parser also lets TokenError,
+    SyntaxError, TypeError and OverflowError out, and warns about "Python 2" headers it repairs).
+    """
     p = Path(folder) / relpath
     try:
-        return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
         raise IndexFormatError(f"{Path(folder)} is incomplete: {relpath} is missing") from None
-    except (OSError, ValueError, EOFError) as e:
-        raise IndexFormatError(f"{p} is not a readable .npy array: {e}") from None
+    except (OSError, ValueError, EOFError, TokenError, SyntaxError, TypeError, OverflowError,
+            MemoryError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise IndexFormatError(f"{p} is not a readable .npy array: {first}") from None
