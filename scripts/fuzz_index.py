@@ -291,19 +291,14 @@ def check_dense(index: DenseIndex, rng) -> None:
 
 def open_and_check(base: dict, path: Path, rng) -> str:
     """'refused', 'refused_at_use' or 'searched'; raises Wrong on a wrong answer."""
-    if base["kind"] == "sparse":
+    single = {"sparse": (SparseIndex.load, check_sparse), "dense": (DenseIndex.load, check_dense)}
+    if base["kind"] in single:
+        load, check = single[base["kind"]]
         try:
-            index = SparseIndex.load(path)
+            index = load(path)
         except IndexFormatError:
             return "refused"
-        check_sparse(index, rng)
-        return "searched"
-    if base["kind"] == "dense":
-        try:
-            index = DenseIndex.load(path)
-        except IndexFormatError:
-            return "refused"
-        check_dense(index, rng)
+        check(index, rng)
         return "searched"
     try:
         s = Searcher.load(path, load_encoder=False, device="cpu")
