@@ -163,11 +163,11 @@ def _cmd_search(a) -> int:
     from lsr.searcher import Searcher
 
     searcher = Searcher.load(a.index, model=a.model)
-    _warm_up(searcher, sys.stderr, modes=[a.mode or searcher.default_mode], speeds=[a.speed])
+    mode = searcher.check_search(a.query, a.k, mode=a.mode, fusion=a.fusion, speed=a.speed)  # before warm-up
+    _warm_up(searcher, sys.stderr, modes=[mode], speeds=[a.speed])
     t0 = time.perf_counter()
-    hits = searcher.search(a.query, a.k, mode=a.mode, fusion=a.fusion, speed=a.speed)
+    hits = searcher.search(a.query, a.k, mode=mode, fusion=a.fusion, speed=a.speed)
     took = (time.perf_counter() - t0) * 1000
-    mode = a.mode or searcher.default_mode
     if a.json:
         out = {"query": a.query, "mode": mode, "took_ms": round(took, 3), "hits": [h.to_dict() for h in hits]}
         if mode == "hybrid":

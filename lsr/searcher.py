@@ -254,6 +254,23 @@ class Searcher:
         """Encode query texts with the index's encoder."""
         return self._require_encoder().encode_queries(queries)
 
+    def check_search(self, query: str, k: int = 10, *, mode: str | None = None, fusion: dict | None = None,
+                     speed: str = DEFAULT_SPEED) -> str:
+        """Check a search's parameters as :meth:`search` does (ValueError / TypeError naming the problem)
+        without searching; returns the mode it would use.
+
+        Example:
+            >>> Searcher.load("my-index").check_search("sparse retrieval", 10, mode="bm25")   # doctest: +SKIP
+            'bm25'
+        """
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        if not query.strip():
+            raise ValueError("query is empty")
+        self._check_k(k)
+        speed_params(speed)
+        return self._check_mode(mode, fusion)
+
     def search(self, query: str, k: int = 10, *, mode: str | None = None, fusion: dict | None = None,
                speed: str = DEFAULT_SPEED, with_text: bool = True, explain: bool = False,
                filter_ids: Sequence[str] | None = None) -> list[Hit]:
@@ -267,13 +284,7 @@ class Searcher:
         score and rank. ``filter_ids``: only these documents can be hits (scored exactly; unknown ids
         are ignored).
         """
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a str, got {type(query).__name__}")
-        if not query.strip():
-            raise ValueError("query is empty")
-        self._check_k(k)
-        speed_params(speed)
-        mode = self._check_mode(mode, fusion)
+        mode = self.check_search(query, k, mode=mode, fusion=fusion, speed=speed)
         allowed = None if filter_ids is None else [str(i) for i in filter_ids]
         if mode == "sparse" and allowed is None and not explain:
             return self.search_vector(self.encode([query]), k, speed=speed, with_text=with_text)
