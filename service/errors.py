@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lsr.errors import IndexFormatError
+
 log = logging.getLogger("lsr.service")
 
 #: HTTP status -> error code when the raiser named none
@@ -129,6 +131,13 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
             return error_response(422, unparsable(exc.__cause__))  # invalid UTF-8, nested too deeply
         return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(IndexFormatError)
+    async def _damaged(request: Request, exc: IndexFormatError):
+        # a file of the open index found damaged while a request read it (e.g. a docstore page): the server's
+        # fault, not the request's; one line naming the file, no traceback
+        log.error("damaged index: %s", exc)
+        return error_response(500, f"the index is damaged: {exc}", code="index_damaged")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

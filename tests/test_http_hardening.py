@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lsr.cli import main
+from lsr.errors import IndexFormatError
 from lsr.searcher import Searcher
 from lsr.service import Settings, create_app
 
@@ -198,3 +199,16 @@ def test_long_text_logs_no_sequence_length_warning(client, mini_searcher):
     assert not [m for m in records.messages if "sequence length" in m], records.messages
     assert mini_searcher.query_tokens(text) == (602, True)
     assert mini_searcher.query_tokens("bread") == (3, False)
+
+
+def test_a_file_found_damaged_while_serving_is_a_500_naming_it(client, mini_searcher, monkeypatch):
+    """A docstore page is only read (and found damaged) when a hit needs it: the answer names the file."""
+    def damaged(ids):
+        raise IndexFormatError(f"{mini_searcher.index.path / 'docs.sqlite'} is corrupted: "
+                               "database disk image is malformed")
+
+    monkeypatch.setattr(mini_searcher.docstore, "get_many", damaged)
+    r = client.post("/search", json={"query": Q, "k": 3})
+    assert r.status_code == 500 and r.json()["error"]["code"] == "index_damaged"
+    assert "docs.sqlite is corrupted" in r.json()["error"]["message"]
+    assert client.get("/health").status_code == 200  # the server goes on
