@@ -45,14 +45,13 @@ def _hit(h, fields) -> dict:
 
 
 def _fusion(searcher, mode: str | None, fusion: dict | None) -> tuple[str, dict | None]:
-    """The mode and the checked fusion (hybrid only; a fusion given with another mode is refused)."""
+    """The mode and the checked fusion for hybrid; with another mode the fusion goes on as given, for the
+    Searcher to refuse (a fusion applies only to hybrid)."""
     mode = mode or searcher.default_mode
     if mode == "hybrid" and mode in searcher.modes:
         return mode, check_fusion(fusion if fusion is not None else searcher.default_fusion,
                                   searcher.retrievers)
-    if fusion is not None and mode != "hybrid":
-        check_fusion(fusion, searcher.retrievers, mode=mode)  # raises: fusion applies only to hybrid
-    return mode, None
+    return mode, fusion
 
 
 def _truncated(searcher, query: str) -> bool:
