@@ -26,12 +26,11 @@ import numpy as np
 
 from lsr.errors import IndexFormatError
 from lsr.index import _validate as V
-from lsr.index.storage import sha256_file
+from lsr.index.storage import verify_listed
 
 KINDS = ("flat", "hnsw", "ivf")
 INDEX_FILE = "dense/faiss.index"
 META_FILE = "dense/dense.json"
-MANIFEST = "manifest.json"
 _PARAM_MAX = 1 << 20  # bound of the integer search/build parameters in dense.json
 #: Largest magnitude of a stored or query component: far beyond any embedding, small enough that inner
 #: products (dimension <= 2**16) stay finite in float32.
@@ -177,7 +176,7 @@ class DenseIndex:
         faiss = _faiss()
         folder = Path(folder)
         if verify:
-            _check_sha256(folder)
+            verify_listed(folder, (META_FILE, INDEX_FILE))
         try:
             meta = json.loads((folder / META_FILE).read_text())
             index = faiss.read_index(str(folder / INDEX_FILE))
@@ -187,20 +186,6 @@ class DenseIndex:
         _check_meta(folder, meta, index)
         _check_structure(folder / INDEX_FILE, faiss, index, meta["kind"])
         return cls(index, meta)
-
-
-def _check_sha256(folder: Path) -> None:
-    """The dense files against their sha256 in the folder's manifest (only where it lists them)."""
-    try:
-        files = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("files", {})
-    except (OSError, ValueError, AttributeError):
-        return  # no manifest of ours: the structural checks alone
-    for rel in (META_FILE, INDEX_FILE):
-        info = files.get(rel) if isinstance(files, dict) else None
-        if isinstance(info, dict) and "sha256" in info and (folder / rel).is_file():
-            if sha256_file(folder / rel) != info["sha256"]:
-                raise IndexFormatError(f"{folder / rel} is corrupted: it does not match its sha256 in "
-                                       f"{folder / MANIFEST}")
 
 
 def _check_meta(folder: Path, meta: Any, index: Any) -> None:

@@ -173,6 +173,17 @@ def remove_stale(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def _raw_manifest(folder: Path) -> dict | None:
+    """``folder/manifest.json`` as a dict, or None when it is missing or unreadable: for the callers that
+    tolerate that (what may be replaced, what a rewrite keeps, which sha256 to check); :func:`read_manifest`
+    is the checked reader."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
 def _is_inside(inner: Path, outer: Path) -> bool:
     return inner == outer or outer in inner.parents
 
@@ -189,14 +200,10 @@ def _unreplaceable(path: Path) -> str | None:
                if n in files or Path(root, n).is_symlink()]
     if not entries:
         return None  # an empty folder: nothing to lose
-    mpath = path / MANIFEST
-    if not mpath.is_file():
+    if not (path / MANIFEST).is_file():
         return f"is a folder that is not an lsr-engine index (it has no {MANIFEST})"
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        manifest = None
-    if not isinstance(manifest, dict) or not str(manifest.get("created_by", "")).startswith("lsr-engine") \
+    manifest = _raw_manifest(path)
+    if manifest is None or not str(manifest.get("created_by", "")).startswith("lsr-engine") \
             or not isinstance(manifest.get("files"), dict):
         return f"has a {MANIFEST} that is not an lsr-engine manifest"
     listed = set(manifest["files"])
@@ -320,12 +327,8 @@ def _listed_files(folder: Path, only: set[str] | None = None) -> dict[str, dict[
 
 def _finished_listing(folder: Path) -> set[str] | None:
     """The files the manifest of a finished folder lists, or None for a folder being built (or new)."""
-    if (folder / UNFINISHED_MARKER).exists() or not (folder / MANIFEST).is_file():
-        return None
-    try:
-        files = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("files")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return None
+    manifest = None if (folder / UNFINISHED_MARKER).exists() else _raw_manifest(folder)
+    files = manifest.get("files") if manifest is not None else None
     return set(files) if isinstance(files, dict) else None
 
 
@@ -407,9 +410,31 @@ def read_manifest(path: str | os.PathLike, *, verify: bool = False) -> dict[str,
         if size != expected:
             raise IndexFormatError(f"{path} is corrupted: {rel} has {size} bytes, the manifest says "
                                    f"{expected}")
-        if verify and sha256_file(fpath) != info.get("sha256"):
-            raise IndexFormatError(f"{path} is corrupted: {rel} does not match its sha256 in the manifest")
+        if verify:
+            _check_sha256(path, rel, info)
     return manifest
+
+
+def _check_sha256(folder: Path, rel: str, info: Any) -> None:
+    if sha256_file(folder / rel) != (info.get("sha256") if isinstance(info, dict) else None):
+        raise IndexFormatError(f"{folder / rel} is corrupted: it does not match its sha256 in "
+                               f"{folder / MANIFEST}")
+
+
+def verify_listed(folder: str | os.PathLike, relpaths: Iterable[str]) -> None:
+    """Check the files ``relpaths`` of ``folder`` against the sha256 its manifest lists for them (files it
+    does not list, or a folder without a manifest, are not checked); IndexFormatError naming the first that
+    differs. For files a library reads unchecked (faiss), before it reads them.
+
+    Example:
+        >>> verify_listed(index_folder, ["dense/faiss.index"])   # doctest: +SKIP
+    """
+    folder = Path(folder)
+    manifest = _raw_manifest(folder)
+    files = manifest.get("files") if manifest is not None else None
+    for rel in relpaths if isinstance(files, dict) else ():
+        if isinstance(files.get(rel), dict) and "sha256" in files[rel] and (folder / rel).is_file():
+            _check_sha256(folder, rel, files[rel])
 
 
 def save_array(folder: str | os.PathLike, relpath: str, arr: np.ndarray) -> Path:
