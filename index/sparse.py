@@ -232,7 +232,7 @@ class SparseIndex:
         return cls.load(path)
 
     @classmethod
-    def write_into(cls, folder: str | os.PathLike, docs: SparseBatch, ids: Sequence[str], *,
+    def write_into(cls, folder: str | os.PathLike, docs: SparseBatch, ids: Sequence[str] | None, *,
                    quantization: str = "uint8", block_size: int = DEFAULT_BLOCK_SIZE,
                    reorder: bool = DEFAULT_REORDER, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write the index files into an existing folder, then its manifest (last); return the manifest.
@@ -240,6 +240,7 @@ class SparseIndex:
         Duplicate term ids within a document are summed; entries whose value is <= 0 are dropped.
         ``block_size`` (8..256) documents make a block of the block-max index; ``reorder=True`` first
         clusters similar documents together (their ids follow them), which tightens the block maxima.
+        ``ids=None``: no id list (a collection's retriever: the collection owns the rows' ids).
         """
         if not isinstance(docs, SparseBatch):
             raise ValueError(f"docs must be a SparseBatch, got {type(docs).__name__}")
@@ -248,7 +249,7 @@ class SparseIndex:
             raise ValueError("empty corpus: there are no documents to index")
         if n_docs >= 2**31 - 1:
             raise ValueError(f"too many documents for one index ({n_docs}); the limit is 2**31 - 2")
-        ids = _check_ids(ids, n_docs)
+        ids = None if ids is None else _check_ids(ids, n_docs)
         if quantization not in QUANTIZATIONS:
             raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
         block_size = _check_block_size(block_size)
@@ -309,9 +310,10 @@ class SparseIndex:
                          ("levels", levels)):
             save_array(folder, BLOCK_FILES[key], arr)
 
-        with open(folder / DOCIDS, "w", encoding="utf-8", newline="\n") as f:
-            f.write("\n".join(ids[i] for i in order.tolist()))
-            f.write("\n")
+        if ids is not None:
+            with open(folder / DOCIDS, "w", encoding="utf-8", newline="\n") as f:
+                f.write("\n".join(ids[i] for i in order.tolist()))
+                f.write("\n")
         manifest = {
             "n_docs": n_docs,
             "vocab_size": vocab,
@@ -323,7 +325,7 @@ class SparseIndex:
             "superblock_size": sb_size,
             "n_dense_terms": n_dense,
             "reorder": bool(reorder),
-            "docids": DOCIDS,
+            "docids": None if ids is None else DOCIDS,
             "order": ORDER_FILE,
             "sparse": dict(SPARSE_FILES),
             "forward": dict(FORWARD_FILES),
@@ -335,12 +337,14 @@ class SparseIndex:
     # ------------------------------------------------------------------ reading
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, verify: bool = False, validate: bool = True) -> "SparseIndex":
+    def load(cls, path: str | os.PathLike, *, verify: bool = False, validate: bool = True,
+             ids: np.ndarray | None = None) -> "SparseIndex":
         """Open an index folder (arrays memory-mapped); ``verify=True`` also checks every file's sha256.
 
         ``validate=True`` (default) checks every array the search kernels trust (Numba passes, see
         :mod:`lsr.index._validate`); ``False`` skips that for a trusted folder. A damaged index raises
-        IndexFormatError naming the file, never crashes a search."""
+        IndexFormatError naming the file, never crashes a search. ``ids``: the rows' ids of a folder written
+        without an id list (a collection's retriever; checked by the collection)."""
         path = Path(path)
         manifest = read_manifest(path, verify=verify)
         where = path / "manifest.json"
@@ -404,20 +408,27 @@ class SparseIndex:
                 or a["levels"].ndim != 1 or a["levels"].size < 1
                 or a["kth"].shape != (vocab, a["levels"].size)):
             raise IndexFormatError(f"{path}: the block-max arrays do not fit together")
-        try:
-            lines = (path / str(manifest.get("docids", DOCIDS))).read_text(encoding="utf-8").split("\n")
-        except (OSError, UnicodeDecodeError) as e:
-            raise IndexFormatError(f"{path} has unreadable document ids: {e}") from None
-        if lines and lines[-1] == "":
-            lines.pop()
-        if len(lines) != n_docs:
-            raise IndexFormatError(f"{path / DOCIDS} has {len(lines)} ids, the manifest says {n_docs}")
+        listed = manifest.get("docids", DOCIDS)
+        lines: list[str] = []
+        if listed is None:  # a collection's retriever: the collection's ids (checked there), or rows only
+            out = None if ids is None else np.asarray(ids)
+            if out is not None and out.shape != (n_docs,):
+                raise IndexFormatError(f"{path}: {out.size} ids given for {n_docs} documents")
+        else:
+            try:
+                lines = (path / str(listed)).read_text(encoding="utf-8").split("\n")
+            except (OSError, UnicodeDecodeError) as e:
+                raise IndexFormatError(f"{path} has unreadable document ids: {e}") from None
+            if lines and lines[-1] == "":
+                lines.pop()
+            if len(lines) != n_docs:
+                raise IndexFormatError(f"{path / DOCIDS} has {len(lines)} ids, the manifest says {n_docs}")
+            out = np.array(lines, dtype=str)
+            out.flags.writeable = False
         if validate:
-            names["docids"] = str(manifest.get("docids", DOCIDS))
+            names["docids"] = str(listed)
             V.validate_sparse(path, names, a, manifest, lines)
-        ids = np.array(lines, dtype=str)
-        ids.flags.writeable = False
-        return cls(path, manifest, a, ids)
+        return cls(path, manifest, a, out)
 
     # ------------------------------------------------------------------ properties
 

@@ -13,7 +13,6 @@ live process holds their lock (:func:`remove_stale`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from lsr.errors import IndexFormatError, LsrError
+from lsr.util import sha256_file
 
 try:
     import fcntl
@@ -306,15 +306,6 @@ def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False,
         _close(lock)
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _listed_files(folder: Path, only: set[str] | None = None) -> dict[str, dict[str, Any]]:
     files = {}
     for p in sorted(folder.rglob("*")):
@@ -332,7 +323,8 @@ def _finished_listing(folder: Path) -> set[str] | None:
     return set(files) if isinstance(files, dict) else None
 
 
-def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> dict[str, Any]:
+def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any], *,
+                   version: int = FORMAT_VERSION) -> dict[str, Any]:
     """Write ``manifest.json`` (last!) with format version, provenance and a size+sha256 list of all files.
 
     In a folder being built (or without a manifest yet) every file is listed. Rewriting the manifest of a
@@ -346,7 +338,7 @@ def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> dict[
     folder = Path(folder)
     out = dict(manifest)
     out.update(
-        format_version=FORMAT_VERSION,
+        format_version=version,
         created_by=f"lsr-engine {_version()}",
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         files=_listed_files(folder, _finished_listing(folder)),
@@ -361,9 +353,12 @@ def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> dict[
     return out
 
 
-def read_manifest(path: str | os.PathLike, *, verify: bool = False) -> dict[str, Any]:
+def read_manifest(path: str | os.PathLike, *, verify: bool = False,
+                  versions: tuple[int, ...] = (FORMAT_VERSION,)) -> dict[str, Any]:
     """Read and check an index folder's manifest; raise IndexFormatError naming the problem and the path.
 
+    ``versions``: the format versions the caller reads (the array layer: :data:`FORMAT_VERSION`; the
+    collection manifest of :mod:`lsr.manifest`: its own).
     Checks that every listed file exists with the listed size; ``verify=True`` also checks sha256 sums.
     """
     path = Path(path)
@@ -387,10 +382,10 @@ def read_manifest(path: str | os.PathLike, *, verify: bool = False) -> dict[str,
     if manifest.get("kind", "index") != "index":
         raise IndexFormatError(f"{path} is not an index: lsr-engine wrote it as kind {manifest['kind']!r}")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in versions:
         raise IndexFormatError(
             f"{path} has index format version {version!r}; this lsr-engine ({_version()}) reads version "
-            f"{FORMAT_VERSION} only: rebuild the index"
+            f"{' and '.join(map(str, versions))} only: rebuild the index"
         )
     files = manifest.get("files", {})
     if not isinstance(files, dict):

@@ -29,6 +29,11 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
+import numpy as np
+from numba import njit
+
+from lsr.retrievers.base import Ranked
+
 Run = Mapping[str, Mapping[str, float]]
 
 NORMALIZATIONS = ("minmax", "zscore", "tmm")
@@ -167,3 +172,124 @@ def fuse(runs: Sequence[Run], method: str = "convex", *, weights: Sequence[float
     if method == "convex":
         return convex(runs, weights=weights, normalization=normalization, top=top)
     raise ValueError(f"unknown fusion method {method!r}: use one of {', '.join(METHODS)}")
+
+
+# -- fusion on arrays (what the Searcher runs) --------------------------------------------------------------
+_METHOD_CODES = {"rrf": 0, "convex": 1}
+_NORM_CODES = {"minmax": 0, "zscore": 1, "tmm": 2}
+
+
+@njit(cache=True, nogil=True)
+def fuse_kernel(rows, scores, counts, weights, mins, method, norm, rrf_k, tiebreak, top, slot, out_rows,
+                out_scores, out_counts):
+    """Fuse R ranked lists per query into one top list: RRF (Cormack et al. 2009) or a convex combination of
+    normalised scores (Bruch et al., TOIS 2023); rows/scores are [R, Q, D] padded lists, best first. Sums in
+    list order and breaks ties by ``tiebreak[row]``, as :func:`rrf` and :func:`convex` on dicts do."""
+    R, Q, D = rows.shape
+    touched = np.empty(R * D, np.int64)
+    vals = np.empty((R * D, R), np.float64)
+    normed = np.empty(D, np.float64)
+    missing = np.zeros(R, np.float64)
+    for q in range(Q):
+        nt = 0
+        for r in range(R):
+            n = counts[r, q]
+            w = weights[r]
+            missing[r] = 0.0
+            if method == 0:
+                for j in range(n):
+                    normed[j] = w / (rrf_k + j + 1)
+            elif n > 0:
+                if norm == 1:  # z-score
+                    mean = 0.0
+                    for j in range(n):
+                        mean += np.float64(scores[r, q, j])
+                    mean /= n
+                    var = 0.0
+                    for j in range(n):
+                        var += (np.float64(scores[r, q, j]) - mean) ** 2
+                    std = np.sqrt(var / n)
+                    lo = np.inf
+                    for j in range(n):
+                        z = (np.float64(scores[r, q, j]) - mean) / std if std > 0 else 0.0
+                        lo = min(lo, z)
+                        normed[j] = w * z
+                    missing[r] = w * lo if std > 0 else 0.0
+                else:
+                    hi = -np.inf
+                    lo = np.inf
+                    for j in range(n):
+                        hi = max(hi, np.float64(scores[r, q, j]))
+                        lo = min(lo, np.float64(scores[r, q, j]))
+                    if norm == 2:
+                        lo = mins[r]
+                    for j in range(n):
+                        if hi > lo:
+                            normed[j] = w * ((np.float64(scores[r, q, j]) - lo) / (hi - lo))
+                        else:  # one score or all equal (min-max: 1); max not above the minimum (tmm: 0)
+                            normed[j] = w * (1.0 if norm == 0 else 0.0)
+            for j in range(n):
+                d = rows[r, q, j]
+                t = slot[d]
+                if t < 0:
+                    t = nt
+                    slot[d] = t
+                    touched[t] = d
+                    for x in range(R):
+                        vals[t, x] = np.nan  # filled with each list's missing value below
+                    nt += 1
+                vals[t, r] = normed[j]
+        keys = np.empty(nt, np.float64)
+        ties = np.empty(nt, np.int64)
+        for t in range(nt):
+            total = 0.0
+            for r in range(R):
+                v = vals[t, r]
+                total += missing[r] if np.isnan(v) else v
+            keys[t] = total
+            ties[t] = tiebreak[touched[t]]
+        order = np.argsort(ties)
+        order = order[np.argsort(-keys[order], kind="mergesort")]
+        m = min(top, nt)
+        for j in range(m):
+            out_rows[q, j] = touched[order[j]]
+            out_scores[q, j] = keys[order[j]]
+        out_counts[q] = m
+        for t in range(nt):
+            slot[touched[t]] = -1
+
+
+def fuse_ranked(parts: Sequence[Ranked], *, weights: Sequence[float], method: str = "convex",
+                normalization: str = "minmax", k: float = 60.0, mins: Sequence[float] | None = None,
+                n_rows: int, top: int, tiebreak: np.ndarray | None = None) -> Ranked:
+    """Fuse ranked lists (:class:`lsr.retrievers.base.Ranked`, one per retriever, same queries) into one
+    Ranked of ``top`` rows per query; the array form of :func:`rrf` and :func:`convex`. Ties go to the
+    smaller ``tiebreak[row]`` (default: the row; the Searcher passes the rank of each row's id, as the dict
+    functions order ties by id). Weights are used as given (normalise them first, as FusionSpec does).
+
+    Example:
+        >>> from lsr.retrievers.base import Ranked
+        >>> a = Ranked.from_lists([(np.array([0, 1]), np.array([2.0, 1.0]))], k=2)
+        >>> b = Ranked.from_lists([(np.array([1]), np.array([0.5]))], k=2)
+        >>> fuse_ranked([a, b], weights=[1, 1], method="rrf", n_rows=2, top=2)[0][0].tolist()
+        [1, 0]
+    """
+    nq = len(parts[0])
+    depth = max(p.rows.shape[1] for p in parts)
+    rows = np.zeros((len(parts), nq, depth), np.int64)
+    scores = np.zeros((len(parts), nq, depth), np.float32)
+    counts = np.zeros((len(parts), nq), np.int64)
+    for i, p in enumerate(parts):
+        rows[i, :, :p.rows.shape[1]] = np.maximum(p.rows, 0)
+        scores[i, :, :p.scores.shape[1]] = p.scores
+        counts[i] = p.counts
+    mins = np.zeros(len(parts)) if mins is None else np.asarray(mins, np.float64)
+    tiebreak = np.arange(n_rows, dtype=np.int64) if tiebreak is None else np.asarray(tiebreak, np.int64)
+    out_rows = np.full((nq, top), -1, np.int64)
+    out_scores = np.zeros((nq, top), np.float64)
+    out_counts = np.zeros(nq, np.int64)
+    slot = np.full(n_rows, -1, np.int64)
+    fuse_kernel(rows, scores, counts, np.asarray(weights, np.float64), mins, _METHOD_CODES[method],
+                _NORM_CODES[normalization], float(k), tiebreak, int(top), slot, out_rows, out_scores,
+                out_counts)
+    return Ranked(out_rows, out_scores, out_counts)

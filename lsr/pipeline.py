@@ -7,7 +7,7 @@ request. :meth:`lsr.Searcher.rerank` re-scores such a candidate list with any ca
 
 Example:
     >>> df = searcher.retrieve({"q1": "what causes fever"}, k=100)                 # doctest: +SKIP
-    >>> reranked = searcher.rerank(df, dense_scorer(searcher.sides["dense"][1]))   # doctest: +SKIP
+    >>> reranked = searcher.rerank(df, dense_scorer(searcher.retriever("dense").encoder))   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import numpy as np
 COLUMNS = ["qid", "query", "docno", "score", "rank"]
 
 
-def _queries(queries: Any) -> dict[str, str]:
+def queries_of(queries: Any) -> dict[str, str]:
+    """``{qid: text}`` from a mapping, a list of texts (qids "1", "2", ...), one text or a DataFrame."""
     import pandas as pd
 
     if isinstance(queries, pd.DataFrame):
@@ -36,28 +37,36 @@ def _queries(queries: Any) -> dict[str, str]:
                     f"{type(queries).__name__}")
 
 
-def retrieve(searcher, queries: Any, k: int = 1000, *, mode: str | None = None, fusion: dict | None = None,
-             speed: str = "safe", text: bool = False) -> Any:
-    """A pandas DataFrame of hits in PyTerrier's column conventions (see the module docstring)."""
+def frame(queries: Mapping[str, str], results: Sequence[Any], docstore: Any = None) -> Any:
+    """A pandas DataFrame of hits in PyTerrier's column conventions from :class:`lsr.searcher.SearchResult`
+    arrays (one per query of ``queries``, in order); with a ``docstore``, ``title`` and ``text`` too."""
     import pandas as pd
 
-    qs = _queries(queries)
-    run = searcher.batch_search(qs, k=k, mode=mode, fusion=fusion, speed=speed)
-    rows = [(qid, qs[qid], docno, score, rank) for qid in qs
-            for rank, (docno, score) in enumerate(run.get(qid, {}).items())]
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    df["score"] = df["score"].astype("float64")
-    df["rank"] = df["rank"].astype("int64")
-    if text:
-        df = _with_text(searcher, df)
-    return df
+    qids = list(queries)
+    counts = [len(r) for r in results]
+    df = pd.DataFrame({
+        "qid": np.repeat(np.array(qids, dtype=object), counts) if qids else np.zeros(0, object),
+        "query": np.repeat(np.array([queries[q] for q in qids], dtype=object), counts) if qids
+        else np.zeros(0, object),
+        "docno": np.concatenate([r.ids.astype(object) for r in results]) if results else np.zeros(0, object),
+        "score": np.concatenate([np.asarray(r.scores, np.float64) for r in results]) if results
+        else np.zeros(0),
+        "rank": np.concatenate([np.arange(n, dtype=np.int64) for n in counts]) if results
+        else np.zeros(0, np.int64)}, columns=COLUMNS)
+    return _with_text(docstore, df) if docstore is not None else df
 
 
-def _with_text(searcher, df: Any) -> Any:
-    if searcher.docstore is None:
+def retrieve(searcher, queries: Any, k: int = 1000, *, mode: str | None = None, fusion: dict | None = None,
+             speed: str = "safe", text: bool = False) -> Any:
+    """Deprecated spelling of :meth:`lsr.Searcher.retrieve`."""
+    return searcher.retrieve(queries, k, mode=mode, fusion=fusion, speed=speed, text=text)
+
+
+def _with_text(docstore: Any, df: Any) -> Any:
+    if docstore is None:
         raise ValueError("this index has no document store: texts are not available")
     ids = df["docno"].astype(str).tolist()
-    docs = {d.id: d for d in searcher.docstore.get_many(list(dict.fromkeys(ids))) if d is not None}
+    docs = {d.id: d for d in docstore.get_many(list(dict.fromkeys(ids))) if d is not None}
     df = df.copy()
     df["title"] = [docs[i].title if i in docs else "" for i in ids]
     df["text"] = [docs[i].text if i in docs else "" for i in ids]
@@ -82,7 +91,7 @@ def rerank(searcher, hits: Any, scorer: Callable[[str, list[str]], Sequence[floa
     if top is not None:
         df = df[df["rank"] < top]
     if "text" not in df.columns:
-        df = _with_text(searcher, df)
+        df = _with_text(searcher.docstore, df)
     parts = []
     for qid, group in df.groupby("qid", sort=False):
         texts = group["text"].astype(str).tolist()

@@ -1,50 +1,68 @@
-"""``Searcher``: the object users import. Opens an index folder, encodes queries, returns hits or runs."""
+"""``Searcher``: the object users import. Opens a collection, fans a query out to its retrievers, fuses.
+
+A search goes: :meth:`Searcher.params` (the one check of k, mode, speed and fusion, into a
+:class:`lsr.params.SearchParams`) -> :meth:`Searcher.query` (each retriever encodes and searches, in the
+collection's rows; hybrid fuses the lists on arrays) -> :class:`SearchResult` (arrays) -> :meth:`Searcher.hits`
+(documents attached) or a run dict for ranx / ir-measures (:meth:`Searcher.batch_search`).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from lsr.bm25 import WEAK_SHARE
-from lsr.errors import IndexFormatError
-from lsr.explain import row_lookup, rows_of, score_rows, term_contributions, top_k
-from lsr.fusion import convex, rrf
-from lsr.hybrid import MODES, THEORETICAL_MIN, check_fusion, default_fusion, load_sides
+from lsr import pipeline
+from lsr.collection import Collection
+from lsr.explain import top_k
+from lsr.fusion import fuse_ranked
+from lsr.params import DEFAULT_SPEED, K_MAX, MODES, SPEEDS, FusionSpec, SearchParams, available_modes, check_k
+from lsr.params import speed_params as speed_params
+from lsr.retrievers.base import Ranked, Retriever
 from lsr.types import Hit, SparseBatch
 
-#: Query-processing presets: name -> keywords of ``SparseIndex.search``. "safe" returns exactly what
-#: "exact" returns, faster (block-max pruning); "fast" and "fastest" bound blocks with only the heaviest
-#: 80% / 60% of the query terms (query term pruning), trading a little recall for speed (measured in
-#: docs/benchmarks.md).
-SPEEDS: dict[str, dict] = {
-    "exact": {"algorithm": "exact"},
-    "safe": {"algorithm": "bmp", "alpha": 1.0, "beta": 1.0},
-    "fast": {"algorithm": "bmp", "alpha": 1.0, "beta": 0.8},
-    "fastest": {"algorithm": "bmp", "alpha": 1.0, "beta": 0.6},
-}
-DEFAULT_SPEED = "safe"
 #: what :meth:`Searcher.warm_up` searches for
 WARM_UP_QUERY = "search"
+__all__ = ["DEFAULT_SPEED", "MODES", "SPEEDS", "SearchResult", "Searcher", "speed_params"]
 
 
-def speed_params(speed: str) -> dict:
-    """The ``SparseIndex.search`` keywords of a speed preset (``exact``, ``safe``, ``fast``, ``fastest``)."""
-    try:
-        return dict(SPEEDS[speed])
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown speed {speed!r}: use one of {', '.join(SPEEDS)}") from None
+@dataclass(frozen=True, eq=False)
+class SearchResult:
+    """One query's hits as arrays: ``rows`` of the collection, ``ids``, ``scores`` (best first), the
+    ``mode`` and ``fusion`` used, whether a query model cut the text (``truncated``), ``timings`` (seconds),
+    each retriever's list (``parts``, for hybrid), ``explanations`` (one dict per hit, with explain) and
+    ``weak`` (per hit, for retrievers that flag weak matches).
+
+    Example:
+        >>> r = Searcher.load("my-index").query(["fever"], searcher.params(k=3))[0]    # doctest: +SKIP
+        >>> r.ids.tolist(), r.scores.tolist()                                           # doctest: +SKIP
+    """
+
+    rows: np.ndarray
+    ids: np.ndarray
+    scores: np.ndarray
+    mode: str
+    fusion: FusionSpec | None = None
+    truncated: bool = False
+    timings: dict = field(default_factory=dict)
+    parts: dict = field(default_factory=dict)
+    explanations: list | None = None
+    weak: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
 
 
 class Searcher:
     """Search an index folder built by ``lsr index``.
 
-    The encoder named in the index manifest is loaded too (override with ``model=``), and titles and
-    texts come from the SQLite document store beside the index.
+    The query encoders named in the manifest are loaded too (``model=`` overrides the SPLADE one), and
+    titles and texts come from the collection's document store.
 
     Example:
         >>> from lsr import Searcher
@@ -53,53 +71,32 @@ class Searcher:
         >>> run = s.batch_search({"q1": "fever"}, k=1000)          # {qid: {doc_id: score}}  # doctest: +SKIP
     """
 
-    def __init__(self, index, encoder=None, docstore=None, sides: dict | None = None) -> None:
-        self.index = index
-        self.encoder = encoder
-        self.docstore = docstore
-        #: {"dense": (DenseIndex, DenseEncoder), "bm25": (SparseIndex, BM25Encoder)}, where built
-        self.sides = dict(sides or {})
-        self._lookups: dict[str, dict[str, int]] = {}
+    def __init__(self, collection: Collection) -> None:
+        if not isinstance(collection, Collection):
+            raise TypeError("Searcher(collection): open one with Searcher.load(path)")
+        self.collection = collection
         self._warm = False
 
     @classmethod
     def load(cls, path: str | Path, *, model: str | None = None, device: str = "auto",
              load_encoder: bool = True, verify: bool = False) -> "Searcher":
         """Open ``path`` (an index folder). ``model`` overrides the encoder recorded in the manifest."""
-        from lsr.index import DocStore, SparseIndex
+        return cls(Collection.open(path, model=model, device=device, load_encoders=load_encoder, verify=verify))
 
-        index = SparseIndex.load(path, verify=verify)
-        encoder = None
-        if load_encoder:
-            from lsr.encoders import SpladeEncoder
-
-            info = index.manifest.get("metadata", {}).get("encoder", {})
-            name = model or info.get("name")
-            if not name:
-                raise IndexFormatError(f"{path}: the manifest names no encoder; pass model=...")
-            encoder = SpladeEncoder.from_pretrained(name, device=device,
-                                                    max_length=int(info.get("max_length", 256)))
-            if encoder.vocab_size > index.vocab_size:
-                raise IndexFormatError(
-                    f"{path}: encoder {name!r} has a vocabulary of {encoder.vocab_size} terms but the index "
-                    f"only {index.vocab_size}: not the encoder this index was built with")
-        store_path = Path(path) / "docs.sqlite"
-        docstore = DocStore(store_path) if store_path.exists() else None
-        sides = load_sides(Path(path), index.manifest, device=device, load_encoders=load_encoder,
-                           splade_tokenizer=encoder.tokenizer if encoder is not None else None)
-        return cls(index, encoder, docstore, sides)
-
-    # -- modes ---------------------------------------------------------------------------------
+    # -- what the collection has -------------------------------------------------------------------------
     @property
     def retrievers(self) -> list[str]:
-        """The retrievers this index has: "sparse", then "dense" and "bm25" where built."""
-        return ["sparse", *[s for s in ("dense", "bm25") if s in self.sides]]
+        """The retrievers this index has, e.g. ["sparse", "dense", "bm25", "sparse-idf"]."""
+        return self.collection.names
+
+    def retriever(self, name: str) -> Retriever:
+        """The retriever ``name`` (KeyError if the index lacks it)."""
+        return self.collection.retrievers[name]
 
     @property
     def modes(self) -> list[str]:
-        """Search modes available: the retrievers, plus "hybrid" when there is more than one."""
-        r = self.retrievers
-        return (["hybrid"] if len(r) > 1 else []) + r
+        """Search modes available: "hybrid" when there is more than one retriever, then the retrievers."""
+        return available_modes(self.retrievers)
 
     @property
     def default_mode(self) -> str:
@@ -107,271 +104,172 @@ class Searcher:
 
     @property
     def default_fusion(self) -> dict:
-        return check_fusion(default_fusion(self.index.manifest), self.retrievers)
+        """The index's fusion (tuned by ``lsr tune-fusion``, else equal-weight min-max convex)."""
+        return self.collection.default_fusion().to_dict()
 
-    def _check_mode(self, mode: str | None, fusion: dict | None = None) -> str:
-        mode = self.default_mode if mode is None else mode
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
-        if mode not in self.modes:
-            raise ValueError(f"mode {mode!r} is not available: this index has {', '.join(self.modes)}")
-        if fusion is not None:  # refused with a single-retriever mode, not ignored
-            check_fusion(fusion, self.retrievers, mode=mode)
-        return mode
+    @property
+    def index(self):
+        """The SPLADE :class:`lsr.index.SparseIndex` (rows are the collection's; ``index.ids`` its ids)."""
+        return getattr(self.collection.retrievers.get("sparse"), "index", None)
 
-    def _retrieve(self, mode: str, texts: list[str], k: int, speed: str, threads: int | None,
-                  batch_size: int, timings: dict | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(ids, scores) per text from one retriever; encode and search seconds added to ``timings``."""
-        params = speed_params(speed)
-        t0 = time.perf_counter()
-        if mode == "sparse":
-            vectors = self._require_encoder().encode_queries(texts, batch_size=batch_size)
+    @property
+    def encoder(self):
+        """The SPLADE query encoder (None when opened without encoders)."""
+        return getattr(self.collection.retrievers.get("sparse"), "encoder", None)
+
+    @property
+    def docstore(self):
+        return self.collection.docstore
+
+    @property
+    def sides(self) -> dict:
+        """Deprecated: ``{"dense": (index, encoder), "bm25": (index, encoder)}``; use :meth:`retriever`."""
+        warnings.warn("Searcher.sides is deprecated: use Searcher.retriever(name).index / .encoder",
+                      DeprecationWarning, stacklevel=2)
+        return {n: (r.index, r.encoder) for n, r in self.collection.retrievers.items() if n in ("dense", "bm25")}
+
+    # -- the one check of a search's parameters -----------------------------------------------------------
+    def params(self, *, k: Any = 10, mode: Any = None, speed: Any = DEFAULT_SPEED, fusion: Any = None,
+               k_max: int = K_MAX) -> SearchParams:
+        """Check a search's parameters against this index (ValueError naming the problem) and resolve the
+        defaults (mode: hybrid where there are several retrievers; hybrid's fusion: the index's).
+
+        Example:
+            >>> Searcher.load("my-index").params(k=5, mode="bm25")     # doctest: +SKIP
+            SearchParams(k=5, mode='bm25', speed='safe', fusion=None)
+        """
+        if isinstance(fusion, Mapping) and not fusion.get("weights"):  # the retrievers hybrid fuses by default
+            fusion = {**fusion, "weights": {n: 1.0 for n in self.collection.manifest.fused_by_default}}
+        p = SearchParams.check(k=k, mode=mode, speed=speed, fusion=fusion, k_max=k_max,
+                               available=self.retrievers)
+        if p.mode == "hybrid" and p.fusion is None:
+            p = p.replace(fusion=self.collection.default_fusion())
+        return p
+
+    # -- searching ----------------------------------------------------------------------------------------
+    def _used(self, params: SearchParams) -> list[tuple[str, Retriever, float]]:
+        names = params.fusion.weights if params.fusion is not None else ((params.mode, 1.0),)
+        return [(n, self.collection.retrievers[n], w) for n, w in names if w > 0]
+
+    def query(self, texts: Sequence[str], params: SearchParams, *, filter_ids: Sequence[str] | None = None,
+              explain: bool = False, annotate: bool = True, threads: int | None = None,
+              batch_size: int = 64) -> list[SearchResult]:
+        """Search ``texts`` with checked ``params`` (from :meth:`params`; trusted here). ``filter_ids``: only
+        these documents can be hits (scored exactly). ``annotate``: weak-match flags and truncation."""
+        texts = list(texts)
+        used = self._used(params)
+        hybrid = params.fusion is not None
+        depth = max(params.k, params.fusion.depth) if hybrid else params.k
+        allowed = None if filter_ids is None else self.collection.rows(str(i) for i in filter_ids)
+        timings = {"encode_seconds": 0.0, "search_seconds": 0.0}
+        encoded, parts = {}, {}
+        for name, r, _ in used:
+            if not r.can_encode:
+                raise RuntimeError(f"this Searcher was opened without the {name} encoder")
+            t0 = time.perf_counter()
+            encoded[name] = Q = r.encode_queries(texts, batch_size=batch_size)
             t1 = time.perf_counter()
-            out = self.index.batch_search(vectors, k=k, threads=threads, **params)
-        else:
-            index, encoder = self.sides[mode]
-            if encoder is None:
-                raise RuntimeError(f"this Searcher was opened without the {mode} encoder")
-            if mode == "bm25":
-                vectors = encoder.encode_queries(texts, index=index)
-                t1 = time.perf_counter()
-                out = index.batch_search(vectors, k=k, threads=threads, **params)
-            else:
-                dense = encoder.encode(texts, batch_size=batch_size)
-                t1 = time.perf_counter()
-                scores, rows = index.search(dense, k=k)
-                ids = self.index.ids
-                out = [(ids[r[r >= 0]], s[r >= 0]) for s, r in zip(scores, rows)]
-        if timings is not None:
-            timings["encode_seconds"] = timings.get("encode_seconds", 0.0) + t1 - t0
-            timings["search_seconds"] = timings.get("search_seconds", 0.0) + time.perf_counter() - t1
-        return out
-
-    def _search_texts(self, texts: list[str], k: int, mode: str, fusion: dict | None, speed: str,
-                      threads: int | None = None, batch_size: int = 64, timings: dict | None = None,
-                      allowed: list[str] | None = None, parts: dict | None = None
-                      ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Hits per text. ``allowed``: score only these ids (exactly); ``parts`` receives each retriever's
-        hybrid run ``{name: [{doc: score}, ...]}``."""
-        if mode != "hybrid":
-            if allowed is not None:
-                return self._retrieve_allowed(mode, texts, k, allowed, batch_size)
-            return self._retrieve(mode, texts, k, speed, threads, batch_size, timings)
-        fusion = check_fusion(fusion if fusion is not None else default_fusion(self.index.manifest),
-                              self.retrievers)
-        depth = max(k, fusion["depth"])
-        names = [n for n, w in fusion["weights"].items() if w > 0]
-        runs = []
-        for name in names:
-            res = (self._retrieve(name, texts, depth, speed, threads, batch_size, timings) if allowed is None
-                   else self._retrieve_allowed(name, texts, depth, allowed, batch_size))
-            runs.append({str(i): dict(zip(ids.tolist(), sc.tolist())) for i, (ids, sc) in enumerate(res)})
-            if parts is not None:
-                parts[name] = [runs[-1].get(str(i), {}) for i in range(len(texts))]
-        weights = [fusion["weights"][n] for n in names]
+            parts[name] = (r.search(Q, depth, params=params, threads=threads) if allowed is None else
+                           Ranked.from_lists([top_k(allowed, r.score_rows(Q, i, allowed), depth,
+                                                    positive=r.positive_scores) for i in range(len(texts))],
+                                             k=depth))
+            timings["encode_seconds"] += t1 - t0
+            timings["search_seconds"] += time.perf_counter() - t1
         t0 = time.perf_counter()
-        if fusion["method"] == "rrf":
-            fused = rrf(runs, k=fusion.get("k", 60.0), weights=weights, top=k)
+        if hybrid:
+            f = params.fusion
+            out = fuse_ranked([parts[n] for n, _, _ in used], weights=[w for _, _, w in used], method=f.method,
+                              normalization=f.normalization, k=f.k, mins=[r.theoretical_min for _, r, _ in used],
+                              n_rows=len(self.collection), top=params.k, tiebreak=self.collection.id_rank)
         else:
-            fused = convex(runs, weights=weights, normalization=fusion.get("normalization", "minmax"),
-                           theoretical_mins=[THEORETICAL_MIN[n] for n in names], top=k)
-        out = []
-        for i in range(len(texts)):
-            hits = fused.get(str(i), {})
-            out.append((np.array(list(hits), dtype=object), np.array(list(hits.values()), np.float32)))
-        if timings is not None:  # fusion counts as search time
-            timings["search_seconds"] = timings.get("search_seconds", 0.0) + time.perf_counter() - t0
-        return out
+            out = parts[used[0][0]]
+        timings["search_seconds"] += time.perf_counter() - t0
+        results = []
+        for i, text in enumerate(texts):
+            rows, scores = out[i]
+            weak = None
+            if annotate and not hybrid:
+                weak = used[0][1].weak(encoded[used[0][0]], i, rows)
+            truncated = annotate and any(r.truncated(text) for _, r, _ in used)
+            ex = self._explain(used, encoded, parts, i, rows) if explain else None
+            results.append(SearchResult(rows=rows, ids=self.collection.ids[rows], scores=scores,
+                                        mode=params.mode, fusion=params.fusion, truncated=truncated,
+                                        timings=timings, parts={n: parts[n][i] for n in parts} if hybrid else {},
+                                        explanations=ex, weak=weak))
+        return results
 
-    def _lookup(self, name: str) -> dict[str, int]:
-        """{id: internal row} of the sparse index (whose rows the dense side shares) or the BM25 side."""
-        key = "bm25" if name == "bm25" else "sparse"
-        if key not in self._lookups:
-            self._lookups[key] = row_lookup((self.sides["bm25"][0] if key == "bm25" else self.index).ids)
-        return self._lookups[key]
-
-    def _retrieve_allowed(self, mode: str, texts: list[str], k: int, allowed: list[str],
-                          batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(ids, scores) per text among the ``allowed`` ids only, scored exactly."""
-        rows = rows_of(self._lookup(mode), allowed)
+    def _explain(self, used, encoded, parts, i: int, rows: np.ndarray) -> list[dict]:
+        """Per hit: the matched terms (from the first retriever that has terms) and, for hybrid, each
+        retriever's score and rank."""
+        termed = next(((n, r) for n, r, _ in used if r.explains_terms), None)
+        ranks = {n: {int(row): (float(s), rank) for rank, (row, s) in enumerate(zip(*parts[n][i]), start=1)}
+                 for n, _, _ in used} if len(used) > 1 else {}
         out = []
-        if mode == "dense":
-            index, encoder = self.sides["dense"]
-            vecs = index.vectors(rows)
-            for q in encoder.encode(texts, batch_size=batch_size):
-                r, s = top_k(rows, vecs @ q, k, positive=False)
-                out.append((self.index.ids[r], s))
-            return out
-        if mode == "sparse":
-            index, vectors = self.index, self._require_encoder().encode_queries(texts, batch_size=batch_size)
-        else:
-            index = self.sides["bm25"][0]
-            vectors = self.sides["bm25"][1].encode_queries(texts, index=index)
-        for i in range(len(texts)):
-            r, s = top_k(rows, score_rows(index, vectors.row(i), rows), k)
-            out.append((index.ids[r], s))
-        return out
-
-    def _explain(self, query: str, mode: str, hits: list[Hit], parts: dict | None) -> list[Hit]:
-        """The hits with their ``explanation``: matched terms (sparse, or BM25 in bm25 mode) and, for hybrid,
-        each retriever's score and rank."""
-        name = "bm25" if mode == "bm25" else "sparse"
-        index = None  # dense scores have no terms to show
-        if mode in ("sparse", "hybrid") and self.encoder is not None and \
-                (mode == "sparse" or "sparse" in (parts or {})):
-            index, vector, decode = self.index, self.encoder.encode_queries([query]), \
-                self.encoder.tokenizer.convert_ids_to_tokens
-        elif mode == "bm25":
-            index, encoder = self.sides["bm25"]
-            vector, decode = encoder.encode_queries([query], index=index), encoder.decode_terms
-        lookup = self._lookup(name) if index is not None else {}
-        ranks = {n: {d: (s, r) for r, (d, s) in enumerate(sorted(run[0].items(), key=lambda x: (-x[1], x[0])),
-                                                            start=1)} for n, run in (parts or {}).items()}
-        out = []
-        for h in hits:
+        for row in rows.tolist():
             ex: dict = {}
-            if index is not None and h.id in lookup:
-                ex["terms"] = term_contributions(index, vector, lookup[h.id], decode)
-            if mode == "hybrid":
-                ex["retrievers"] = {n: ({"score": r[h.id][0], "rank": r[h.id][1]} if h.id in r else None)
+            if termed is not None:
+                ex["terms"] = termed[1].explain(encoded[termed[0]], i, row)
+            if ranks:
+                ex["retrievers"] = {n: ({"score": r[row][0], "rank": r[row][1]} if row in r else None)
                                     for n, r in ranks.items()}
-            out.append(dataclasses.replace(h, explanation=ex))
+            out.append(ex)
         return out
 
-    # -- queries -------------------------------------------------------------------------------
-    def _require_encoder(self):
-        if self.encoder is None:
-            raise RuntimeError("this Searcher was opened without an encoder; search with search_vector()")
-        return self.encoder
+    def hits(self, result: SearchResult, *, with_text: bool = True) -> list[Hit]:
+        """The hits of ``result`` as :class:`lsr.types.Hit` objects (titles and texts from the store)."""
+        ids = [str(i) for i in result.ids]
+        store = self.collection.docstore
+        docs = store.get_many(ids) if (with_text and store is not None) else [None] * len(ids)
+        ex = result.explanations or [None] * len(ids)
+        weak = result.weak.tolist() if result.weak is not None else [None] * len(ids)
+        return [Hit(id=i, score=float(s), rank=r, title=d.title if d else "", text=d.text if d else "",
+                    explanation=e, weak=None if w is None else bool(w))
+                for r, (i, s, d, e, w) in enumerate(zip(ids, result.scores.tolist(), docs, ex, weak), start=1)]
 
     @staticmethod
-    def _check_k(k: int) -> int:
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 100_000:
-            raise ValueError(f"k must be an integer between 1 and 100000, got {k!r}")
-        return k
-
-    def encode(self, queries: list[str]) -> SparseBatch:
-        """Encode query texts with the index's encoder."""
-        return self._require_encoder().encode_queries(queries)
+    def _texts(queries: Sequence[str]) -> list[str]:
+        texts = [str(q) for q in queries]
+        if any(not t.strip() for t in texts):
+            raise ValueError("a query is empty")
+        return texts
 
     def check_search(self, query: str, k: int = 10, *, mode: str | None = None, fusion: dict | None = None,
                      speed: str = DEFAULT_SPEED) -> str:
-        """Check a search's parameters as :meth:`search` does (ValueError / TypeError naming the problem)
-        without searching; returns the mode it would use.
-
-        Example:
-            >>> Searcher.load("my-index").check_search("sparse retrieval", 10, mode="bm25")   # doctest: +SKIP
-            'bm25'
-        """
+        """Check a search's parameters as :meth:`search` does, without searching; returns the mode."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
         if not query.strip():
             raise ValueError("query is empty")
-        self._check_k(k)
-        speed_params(speed)
-        return self._check_mode(mode, fusion)
+        return self.params(k=k, mode=mode, speed=speed, fusion=fusion).mode
 
     def search(self, query: str, k: int = 10, *, mode: str | None = None, fusion: dict | None = None,
                speed: str = DEFAULT_SPEED, with_text: bool = True, explain: bool = False,
                filter_ids: Sequence[str] | None = None) -> list[Hit]:
         """Top ``k`` hits for one query text, best first.
 
-        ``mode``: "hybrid" (default when the index has more than one retriever), "sparse", "dense" or
-        "bm25"; ``fusion`` (hybrid only) e.g. ``{"method": "rrf"}`` or ``{"method": "convex",
-        "weights": {"sparse": 0.6, "dense": 0.4}, "normalization": "minmax"}`` (default: the index's);
-        ``speed``: a key of :data:`SPEEDS` (sparse and BM25 sides). ``explain``: each hit carries the
-        matched terms (query weight, document weight, contribution) and, for hybrid, each retriever's
-        score and rank. ``filter_ids``: only these documents can be hits (scored exactly; unknown ids
-        are ignored).
+        ``mode``: "hybrid" (default when the index has more than one retriever) or a retriever ("sparse",
+        "dense", "bm25", "sparse-idf"); ``fusion`` (hybrid only) e.g. ``{"method": "rrf"}`` or
+        ``{"method": "convex", "weights": {"sparse": 0.6, "dense": 0.4}, "normalization": "minmax"}``
+        (default: the index's); ``speed``: a key of :data:`SPEEDS`. ``explain``: each hit carries the matched
+        terms and, for hybrid, each retriever's score and rank. ``filter_ids``: only these documents can be
+        hits (scored exactly; unknown ids are ignored).
         """
-        mode = self.check_search(query, k, mode=mode, fusion=fusion, speed=speed)
-        allowed = None if filter_ids is None else [str(i) for i in filter_ids]
-        if mode == "sparse" and allowed is None and not explain:
-            return self.search_vector(self.encode([query]), k, speed=speed, with_text=with_text)
-        parts: dict = {}
-        ids, scores = self._search_texts([query], k, mode, fusion, speed, threads=1, allowed=allowed,
-                                         parts=parts)[0]
-        hits = self._weak(query, self._hits(ids, scores, with_text)) if mode == "bm25" else \
-            self._hits(ids, scores, with_text)
-        return self._explain(query, mode, hits, parts) if explain else hits
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        self._texts([query])
+        params = self.params(k=k, mode=mode, speed=speed, fusion=fusion)
+        result = self.query([query], params, filter_ids=filter_ids, explain=explain, threads=1)[0]
+        return self.hits(result, with_text=with_text)
 
     def batch_hits(self, queries: Sequence[str], k: int = 10, *, mode: str | None = None,
                    fusion: dict | None = None, speed: str = DEFAULT_SPEED, with_text: bool = False,
                    threads: int | None = None) -> list[list[Hit]]:
         """:meth:`search` for many query texts at once (batched encoding, parallel kernels)."""
-        texts = [str(q) for q in queries]
-        if any(not t.strip() for t in texts):
-            raise ValueError("a query is empty")
-        self._check_k(k)
-        speed_params(speed)
-        mode = self._check_mode(mode, fusion)
+        texts = self._texts(queries)
+        params = self.params(k=k, mode=mode, speed=speed, fusion=fusion)
         if not texts:
             return []
-        out = [self._hits(ids, scores, with_text)
-               for ids, scores in self._search_texts(texts, k, mode, fusion, speed, threads)]
-        return [self._weak(t, h) for t, h in zip(texts, out)] if mode == "bm25" else out
-
-    @property
-    def warmed(self) -> bool:
-        """Whether :meth:`warm_up` has run (over every mode and speed)."""
-        return self._warm
-
-    def _has_encoders(self, mode: str) -> bool:
-        if mode == "hybrid":
-            return all(self._has_encoders(r) for r in self.retrievers)
-        return self.encoder is not None if mode == "sparse" else self.sides[mode][1] is not None
-
-    def warm_up(self, *, modes: Sequence[str] | None = None, speeds: Sequence[str] | None = None) -> float:
-        """Compile (or load from Numba's cache) every kernel a first request may run, with tiny searches
-        (k=1): the single and batch kernels of the sparse and BM25 indexes at each speed (a one-term query
-        from the index), then one real query per mode through the encoders, and explain and filter_ids.
-        Returns the seconds it took; once done for every mode and speed, a second call does nothing.
-        Servers call it before they report ready.
-
-        Example:
-            >>> Searcher.load("my-index").warm_up()   # doctest: +SKIP
-            0.9
-        """
-        if self._warm:
-            return 0.0
-        t0 = time.perf_counter()
-        everything = modes is None and speeds is None
-        modes = self.modes if modes is None else [self._check_mode(m) for m in modes]
-        speeds = list(SPEEDS) if speeds is None else [s for s in speeds if speed_params(s)]
-        sides = {"sparse": self.index, **{n: s[0] for n, s in self.sides.items() if n == "bm25"}}
-        for name, index in sides.items():  # the kernels themselves, even without encoders
-            if not ({name, "hybrid"} & set(modes)) or index.n_docs == 0:
-                continue
-            f_indptr, f_terms, _ = index.forward()
-            row = int(np.argmax(np.diff(f_indptr) > 0))  # a document with terms: one of them is the query
-            one = SparseBatch.from_dicts([{int(f_terms[f_indptr[row]]): 1.0}], vocab_size=index.vocab_size)
-            for speed in speeds:
-                index.search_rows(one, 1, **speed_params(speed))
-                index.batch_search_rows(SparseBatch.concat([one, one]), 1, **speed_params(speed))
-        some = [str(self.index.ids[0])] if self.index.n_docs else []
-        for mode in modes:  # then the paths of a request, query encoders included (few encodings: slow)
-            if not self._has_encoders(mode):
-                continue
-            self.search(WARM_UP_QUERY, 1, mode=mode, speed=speeds[0], with_text=False)
-            if mode in ("sparse", "bm25"):  # the kernels of explain and of filter_ids (score_rows)
-                self.search(WARM_UP_QUERY, 1, mode=mode, with_text=False, explain=True)
-                self.search(WARM_UP_QUERY, 1, mode=mode, with_text=False, filter_ids=some)
-            if mode == "bm25":  # a shattered word: the check that drops its pieces
-                self.search(WARM_UP_QUERY + " zzqxj", 1, mode=mode, with_text=False)
-        self._warm = everything
-        return time.perf_counter() - t0
-
-    def query_tokens(self, query: str) -> tuple[int, bool]:
-        """How many tokens the SPLADE encoder sees in ``query`` and whether it cuts it (max length)."""
-        enc = self._require_encoder()
-        n = len(enc.tokenizer(query, add_special_tokens=True, truncation=False, verbose=False)["input_ids"])
-        return n, n > enc.max_length
-
-    def search_vector(self, query: SparseBatch, k: int = 10, *, speed: str = DEFAULT_SPEED,
-                      with_text: bool = True) -> list[Hit]:
-        """Top ``k`` hits for an already encoded one-row query."""
-        ids, scores = self.index.search(query, k=self._check_k(k), **speed_params(speed))
-        return self._hits(ids, scores, with_text)
+        return [self.hits(r, with_text=with_text) for r in self.query(texts, params, threads=threads)]
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000, *, mode: str | None = None,
                      fusion: dict | None = None, speed: str = DEFAULT_SPEED, batch_size: int = 64,
@@ -383,45 +281,88 @@ class Searcher:
         """
         if not isinstance(queries, Mapping):
             raise TypeError("queries must be a mapping {query_id: text}")
-        self._check_k(k)
-        speed_params(speed)
-        mode = self._check_mode(mode, fusion)
+        params = self.params(k=k, mode=mode, speed=speed, fusion=fusion)
         qids = list(queries)
         if not qids:
             return {}
-        results = self._search_texts([str(queries[q]) for q in qids], k, mode, fusion, speed, threads,
-                                     batch_size, timings)
-        return {qid: dict(zip([str(i) for i in ids], scores.tolist())) for qid, (ids, scores)
-                in zip(qids, results)}
+        results = self.query([str(queries[q]) for q in qids], params, annotate=False, threads=threads,
+                             batch_size=batch_size)
+        if timings is not None and results:
+            for key, v in results[0].timings.items():
+                timings[key] = timings.get(key, 0.0) + v
+        return {qid: dict(zip(r.ids.tolist(), r.scores.tolist())) for qid, r in zip(qids, results)}
 
     def retrieve(self, queries, k: int = 1000, *, mode: str | None = None, fusion: dict | None = None,
                  speed: str = DEFAULT_SPEED, text: bool = False):
         """Hits as a pandas DataFrame (PyTerrier columns ``qid, query, docno, score, rank``; ``text`` on
         request), for ``{qid: text}``, a list of texts or a DataFrame with ``qid, query``."""
-        from lsr.pipeline import retrieve
-
-        return retrieve(self, queries, k, mode=mode, fusion=fusion, speed=speed, text=text)
+        params = self.params(k=k, mode=mode, speed=speed, fusion=fusion)
+        if text and self.docstore is None:
+            raise ValueError("this index has no document store: texts are not available")
+        qs = pipeline.queries_of(queries)
+        results = self.query(list(qs.values()), params, annotate=False) if qs else []
+        return pipeline.frame(qs, results, self.docstore if text else None)
 
     def rerank(self, hits, scorer, *, top: int | None = None):
         """Re-score a :meth:`retrieve` DataFrame with ``scorer(query, texts) -> scores``; a new ranking."""
-        from lsr.pipeline import rerank
+        return pipeline.rerank(self, hits, scorer, top=top)
 
-        return rerank(self, hits, scorer, top=top)
+    # -- encoded queries, warm-up, facts ------------------------------------------------------------------
+    def encode(self, queries: list[str]) -> SparseBatch:
+        """Encode query texts with the SPLADE encoder."""
+        return self.retriever("sparse").encode_queries(queries)
 
-    def _weak(self, query: str, hits: list[Hit]) -> list[Hit]:
-        """BM25 hits with ``weak`` set: True when they share little of the query's information."""
-        index, encoder = self.sides["bm25"]
-        lookup = self._lookup("bm25")
-        shares = encoder.match_shares(index, query, np.array([lookup[h.id] for h in hits], np.int64))
-        return [dataclasses.replace(h, weak=bool(s < WEAK_SHARE)) for h, s in zip(hits, shares)]
+    def search_vector(self, query: SparseBatch, k: int = 10, *, speed: str = DEFAULT_SPEED,
+                      with_text: bool = True) -> list[Hit]:
+        """Top ``k`` hits for an already encoded one-row SPLADE query."""
+        rows, scores = self.index.search_rows(query, k=check_k(k), **speed_params(speed))
+        result = SearchResult(rows=rows, ids=self.collection.ids[rows], scores=scores, mode="sparse")
+        return self.hits(result, with_text=with_text)
 
-    def _hits(self, ids, scores, with_text: bool) -> list[Hit]:
-        ids = [str(i) for i in ids]
-        docs = self.docstore.get_many(ids) if (with_text and self.docstore is not None) else [None] * len(ids)
-        return [Hit(id=i, score=float(s), rank=r, title=d.title if d else "", text=d.text if d else "")
-                for r, (i, s, d) in enumerate(zip(ids, scores, docs), start=1)]
+    def query_tokens(self, query: str) -> tuple[int, bool]:
+        """How many tokens the SPLADE encoder sees in ``query`` and whether it cuts it (max length)."""
+        enc = self.encoder
+        if enc is None:
+            raise RuntimeError("this Searcher was opened without an encoder; search with search_vector()")
+        n = len(enc.tokenizer(query, add_special_tokens=True, truncation=False, verbose=False)["input_ids"])
+        return n, n > enc.max_length
 
-    # -- documents and facts -------------------------------------------------------------------
+    @property
+    def warmed(self) -> bool:
+        """Whether :meth:`warm_up` has run (over every mode and speed)."""
+        return self._warm
+
+    def warm_up(self, *, modes: Sequence[str] | None = None, speeds: Sequence[str] | None = None) -> float:
+        """Compile (or load from Numba's cache) every kernel a first request may run, with tiny searches
+        (k=1): each retriever's kernels at each speed, then one real query per mode through the encoders,
+        with explain and filter_ids, and a nonsense word. Returns the seconds it took; once done for every
+        mode and speed, a second call does nothing. Servers call it before they report ready.
+
+        Example:
+            >>> Searcher.load("my-index").warm_up()   # doctest: +SKIP
+            0.9
+        """
+        if self._warm:
+            return 0.0
+        t0 = time.perf_counter()
+        everything = modes is None and speeds is None
+        modes = self.modes if modes is None else [self.params(mode=m).mode for m in modes]
+        speeds = list(SPEEDS) if speeds is None else [s for s in speeds if speed_params(s)]
+        used = {n for m in modes for n in (self.retrievers if m == "hybrid" else [m])}
+        for name in used:  # the kernels themselves, even without encoders
+            self.retriever(name).warm_up(speeds)
+        some = [str(self.collection.ids[0])] if len(self.collection) else []
+        for mode in modes:  # then the paths of a request, query encoders included (few encodings: slow)
+            p = self.params(k=1, mode=mode, speed=speeds[0])
+            if not all(r.can_encode for _, r, _ in self._used(p)):
+                continue
+            self.query([WARM_UP_QUERY], p, threads=1)
+            self.query([WARM_UP_QUERY], p, explain=True, threads=1)
+            self.query([WARM_UP_QUERY], p, filter_ids=some, threads=1)
+            self.query([WARM_UP_QUERY + " zzqxj"], p, threads=1)
+        self._warm = everything
+        return time.perf_counter() - t0
+
     def document(self, doc_id: str):
         """The stored document ``doc_id`` (id, title, text) or None."""
         return None if self.docstore is None else self.docstore.get(doc_id)
@@ -429,11 +370,14 @@ class Searcher:
     @property
     def info(self) -> dict:
         """Facts for ``/health`` and ``lsr search``: documents, format version, encoder, quantization."""
-        m = self.index.manifest
-        enc = m.get("metadata", {}).get("encoder", {})
-        return {"documents": self.index.n_docs, "format_version": m.get("format_version"),
-                "encoder": enc.get("name"), "quantization": m.get("quantization"),
-                "postings": m.get("nnz"), "path": str(self.index.path)}
+        m = self.collection.manifest
+        sparse = m.retrievers.get("sparse")
+        return {"documents": len(self.collection), "format_version": m.format_version,
+                "encoder": (sparse.encoder or {}).get("name") if sparse else None,
+                "quantization": sparse.settings.get("quantization") if sparse else None,
+                "postings": self.index.nnz if self.index is not None else None,
+                "retrievers": self.retrievers, "path": str(self.collection.path)}
 
     def __repr__(self) -> str:
         return f"Searcher({json.dumps(self.info)})"
+

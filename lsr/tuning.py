@@ -13,14 +13,15 @@ Example:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from lsr.evaluation import evaluate
-from lsr.fusion import convex, rrf
-from lsr.hybrid import THEORETICAL_MIN
+from lsr.eval.metrics import evaluate
+from lsr.fusion import fuse_ranked
+from lsr.manifest import load_manifest, write_manifest
+from lsr.params import NORMALIZATIONS, FusionSpec
+from lsr.retrievers.base import Ranked
 
 
 def simplex_grid(n: int, step: float) -> list[tuple[float, ...]]:
@@ -58,32 +59,46 @@ class TuneResult:
 def tune_fusion(searcher, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]], *,
                 metric: str = "ndcg@10", step: float = 0.1, normalization: str = "minmax", depth: int = 100,
                 speed: str = "safe") -> TuneResult:
-    """Grid-search convex fusion weights of the searcher's retrievers on ``queries`` judged by ``qrels``."""
-    names = searcher.retrievers
+    """Grid-search convex fusion weights of the retrievers an untuned hybrid search fuses, on ``queries``
+    judged by ``qrels`` (each retriever searched once; every candidate fused on arrays)."""
+    names = searcher.collection.manifest.fused_by_default
     if len(names) < 2:
         raise ValueError(f"the index has only the {names[0]} retriever: nothing to fuse")
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     judged = {q: t for q, t in queries.items() if q in qrels}
     if not judged:
         raise ValueError("none of the queries has relevance judgements in the qrels")
-    runs = [searcher.batch_search(judged, k=depth, mode=n, speed=speed) for n in names]
-    singles = {n: evaluate(r, qrels, [metric])[metric] for n, r in zip(names, runs)}
-    mins = [THEORETICAL_MIN[n] for n in names]
+    qids, texts = list(judged), list(judged.values())
+    ids = searcher.collection.ids
+    parts = []
+    for n in names:
+        results = searcher.query(texts, searcher.params(k=depth, mode=n, speed=speed), annotate=False)
+        parts.append(Ranked.from_lists([(r.rows, r.scores) for r in results], k=depth))
+
+    def run(ranked: Ranked) -> dict[str, dict[str, float]]:
+        return {q: dict(zip(ids[ranked[i][0]].tolist(), ranked[i][1].tolist())) for i, q in enumerate(qids)}
+
+    singles = {n: evaluate(run(p), qrels, [metric])[metric] for n, p in zip(names, parts)}
+    mins = [searcher.retriever(n).theoretical_min for n in names]
+    n_rows, ties = len(searcher.collection), searcher.collection.id_rank
     tried = []
     for w in simplex_grid(len(names), step):
-        fused = convex(runs, weights=list(w), normalization=normalization, theoretical_mins=mins, top=depth)
-        tried.append(({n: x for n, x in zip(names, w)}, evaluate(fused, qrels, [metric])[metric]))
+        fused = fuse_ranked(parts, weights=list(w), normalization=normalization, mins=mins, n_rows=n_rows,
+                            top=depth, tiebreak=ties)
+        tried.append(({n: x for n, x in zip(names, w)}, evaluate(run(fused), qrels, [metric])[metric]))
     # Ties (common on few queries) go to the weighting closest to equal weights.
     best_w, best = max(tried, key=lambda t: (t[1], -sum((w - 1 / len(names)) ** 2 for w in t[0].values())))
     fusion = {"method": "convex", "normalization": normalization, "weights": best_w, "depth": depth,
               "tuned": {"metric": metric, "value": best, "queries": len(judged), "step": step}}
-    rrf_value = evaluate(rrf(runs, top=depth), qrels, [metric])[metric]
+    fused = fuse_ranked(parts, weights=[1.0] * len(parts), method="rrf", n_rows=n_rows, top=depth,
+                        tiebreak=ties)
+    rrf_value = evaluate(run(fused), qrels, [metric])[metric]
     return TuneResult(fusion, best, metric, singles, rrf_value, tried)
 
 
 def write_fusion(index_path: str | Path, fusion: dict) -> dict:
     """Record ``fusion`` as the index's default (manifest rewritten atomically); returns the manifest."""
-    from lsr.index.storage import read_manifest, write_manifest
-
-    manifest = read_manifest(index_path)
-    manifest["fusion"] = json.loads(json.dumps(fusion))
-    return write_manifest(index_path, manifest)
+    manifest = load_manifest(index_path)
+    spec = FusionSpec.check(fusion, list(manifest.retrievers)).to_dict()
+    return write_manifest(index_path, manifest.replace(fusion=spec)).to_json()

@@ -31,7 +31,7 @@ with atomic_folder(sys.argv[1], overwrite=True) as tmp:
 # `lsr index` through lsr.cli.main, its encoding replaced by a build that stops in the write phase.
 CLI_BUILD = """
 import sys, time
-import lsr.indexing
+import lsr.cli
 from lsr.cli import main
 from lsr.index.storage import atomic_folder
 
@@ -41,7 +41,7 @@ def index_corpus(corpus, out, **kw):
         print(tmp, flush=True)
         time.sleep(120)
 
-lsr.indexing.index_corpus = index_corpus
+lsr.cli.index_corpus = index_corpus
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -106,8 +106,8 @@ def test_lsr_index_cleans_up_on_sigterm_and_ctrl_c(tmp_path, sig, code, word):
 
 
 def test_real_lsr_index_killed_in_its_write_phase(tmp_path):
-    """End to end with the real models: kill -9 once the temp folder holds the SPLADE side's manifest (the
-    dense and BM25 sides are then still being written into it)."""
+    """End to end with the real models: kill -9 once the temp folder holds the SPLADE retriever's manifest
+    (the dense and BM25 retrievers are then still being written into it)."""
     corpus = tmp_path / "c.jsonl"
     rows = [json.loads(line) for line in MINI_CORPUS.read_text().splitlines()]
     corpus.write_text("".join(json.dumps({**r, "_id": f"{r['_id']}-{i}"}) + "\n"
@@ -119,10 +119,10 @@ def test_real_lsr_index_killed_in_its_write_phase(tmp_path):
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir())
     try:
         deadline = time.monotonic() + 120
-        written = "idx.tmp-*/manifest.json"
+        written = "idx.tmp-*/sparse/manifest.json"
         while not list(out.glob(written)) and p.poll() is None and time.monotonic() < deadline:
             time.sleep(0.002)
-        half = [m.parent for m in out.glob(written)]
+        half = [m.parent.parent for m in out.glob(written)]
         assert half, "the build ended before its write phase was seen"
     finally:
         p.kill()

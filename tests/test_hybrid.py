@@ -13,11 +13,11 @@ from lsr.searcher import Searcher
 MINI_CORPUS = Path(__file__).parent.parent / "data" / "mini" / "corpus.jsonl"
 
 
-def test_sides_and_modes(mini_searcher, mini_index):
+def test_retrievers_and_modes(mini_searcher, mini_index):
     manifest = json.loads((mini_index / "manifest.json").read_text())
-    assert set(manifest["sides"]) == {"dense", "bm25"}
-    assert manifest["sides"]["dense"]["index"]["kind"] == "flat"
-    assert mini_searcher.modes == ["hybrid", "sparse", "dense", "bm25"]
+    assert list(manifest["retrievers"]) == ["sparse", "dense", "bm25", "sparse-idf"]
+    assert manifest["retrievers"]["dense"]["settings"]["index"]["kind"] == "flat"
+    assert mini_searcher.modes == ["hybrid", "sparse", "dense", "bm25", "sparse-idf"]
     assert mini_searcher.default_mode == "hybrid"
     # equal weights, normalised to sum 1
     assert mini_searcher.default_fusion["weights"] == {"sparse": 1 / 3, "dense": 1 / 3, "bm25": 1 / 3}
@@ -78,6 +78,11 @@ def test_bad_modes_and_fusions(mini_searcher, tmp_path):
     out = tmp_path / "sparse-only"
     index_corpus(MINI_CORPUS, out, encoder=mini_searcher.encoder, show_progress=False, dense=None, bm25=False,
                  limit=8)
+    only = Searcher.load(out, device="cpu")
+    assert only.modes == ["hybrid", "sparse", "sparse-idf"] and only.default_mode == "hybrid"
+    assert only.default_fusion["weights"] == {"sparse": 1.0}  # sparse-idf joins a fusion only when asked
+    index_corpus(MINI_CORPUS, out, encoder=mini_searcher.encoder, show_progress=False, dense=None, bm25=False,
+                 sparse_idf=False, limit=8, overwrite=True)
     only = Searcher.load(out, device="cpu")
     assert only.modes == ["sparse"] and only.default_mode == "sparse"
     with pytest.raises(ValueError, match="mode 'dense' is not available: this index has sparse"):

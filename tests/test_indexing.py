@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-import lsr.indexing
+import lsr.collection
 from lsr.indexing import IndexSummary, encode_corpus
 from lsr.types import SparseBatch
 
@@ -33,7 +33,7 @@ class _SlowEncoder:
 def test_progress_moves_every_few_seconds_in_length_order(monkeypatch):
     # a slow machine: 0.5 s a batch. The bar used to move once per 16 batches (8 s here, 75 s on SciFact).
     clock = [0.0]
-    monkeypatch.setattr(lsr.indexing.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(lsr.collection.time, "perf_counter", lambda: clock[0])
     rng = np.random.default_rng(0)
     texts = ["x" * int(n) for n in rng.integers(1, 500, 1000)]
     enc = _SlowEncoder(clock, batch_size=8)
@@ -43,7 +43,7 @@ def test_progress_moves_every_few_seconds_in_length_order(monkeypatch):
     rows = [out.row(i).indices.tolist() for i in range(len(texts))]
     assert rows == [[len(t)] for t in texts]  # back in input order
     fast = _SlowEncoder([0.0], batch_size=8)  # a fast machine (the clock stands still): chunks of 16 batches
-    monkeypatch.setattr(lsr.indexing.time, "perf_counter", lambda: 0.0)
+    monkeypatch.setattr(lsr.collection.time, "perf_counter", lambda: 0.0)
     encode_corpus(fast, texts, batch_size=8, show_progress=False)
     assert max(fast.calls) == 8 * 16
 

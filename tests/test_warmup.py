@@ -51,8 +51,8 @@ def test_lsr_search_warms_before_it_searches(mini_searcher, mini_index, monkeypa
     order = []
     monkeypatch.setattr(Searcher, "load", classmethod(lambda cls, *a, **kw: mini_searcher))
     monkeypatch.setattr(mini_searcher, "warm_up", lambda **kw: order.append(("warm_up", kw)) or 0.25)
-    real = mini_searcher.search
-    monkeypatch.setattr(mini_searcher, "search", lambda *a, **kw: order.append(("search",)) or real(*a, **kw))
+    real = mini_searcher.query
+    monkeypatch.setattr(mini_searcher, "query", lambda *a, **kw: order.append(("search",)) or real(*a, **kw))
     assert cli.main(["search", "--index", str(mini_index), "--mode", "bm25", "--speed", "exact", "lava"]) == 0
     assert order[0] == ("warm_up", {"modes": ["bm25"], "speeds": ["exact"]}) and order[1] == ("search",)
     out = capsys.readouterr()
@@ -61,12 +61,12 @@ def test_lsr_search_warms_before_it_searches(mini_searcher, mini_index, monkeypa
 
 def test_warm_up_runs_every_kernel_and_mode(mini_searcher, monkeypatch):
     searched, kernels = set(), set()
-    real_search, real_rows = Searcher.search, SparseIndex.search_rows
+    real_query, real_rows = Searcher.query, SparseIndex.search_rows
     real_batch = SparseIndex.batch_search_rows
 
-    def search(self, query, k=10, **kw):
-        searched.add((kw.get("mode"), kw.get("explain", False), kw.get("filter_ids") is not None))
-        return real_search(self, query, k, **kw)
+    def query(self, texts, params, **kw):
+        searched.add((params.mode, kw.get("explain", False), kw.get("filter_ids") is not None))
+        return real_query(self, texts, params, **kw)
 
     def rows(index, query, k=10, **kw):
         kernels.add((id(index), "single", json.dumps(kw, sort_keys=True)))
@@ -76,16 +76,16 @@ def test_warm_up_runs_every_kernel_and_mode(mini_searcher, monkeypatch):
         kernels.add((id(index), "batch", json.dumps(kw, sort_keys=True)))
         return real_batch(index, queries, k, **kw)
 
-    fresh = Searcher(mini_searcher.index, mini_searcher.encoder, mini_searcher.docstore, mini_searcher.sides)
-    monkeypatch.setattr(Searcher, "search", search)
+    fresh = Searcher(mini_searcher.collection)
+    monkeypatch.setattr(Searcher, "query", query)
     monkeypatch.setattr(SparseIndex, "search_rows", rows)
     monkeypatch.setattr(SparseIndex, "batch_search_rows", batch)
     assert not fresh.warmed and fresh.warm_up() >= 0 and fresh.warmed
     assert fresh.warm_up() == 0.0  # the second time: nothing to do
-    for index in (fresh.index, fresh.sides["bm25"][0]):
+    for index in (fresh.index, fresh.retriever("bm25").index):
         for speed in SPEEDS:
             params = json.dumps(speed_params(speed), sort_keys=True)
             assert {(id(index), "single", params), (id(index), "batch", params)} <= kernels, speed
     assert {(m, False, False) for m in fresh.modes} <= searched
-    assert {(m, True, False) for m in ("sparse", "bm25")} <= searched  # explain: term contributions
-    assert {(m, False, True) for m in ("sparse", "bm25")} <= searched  # filter_ids: score_rows
+    assert {(m, True, False) for m in fresh.modes} <= searched  # explain: term contributions
+    assert {(m, False, True) for m in fresh.modes} <= searched  # filter_ids: score_rows

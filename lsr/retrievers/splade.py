@@ -1,0 +1,117 @@
+"""``sparse``: SPLADE document and query vectors in a block-max inverted index (:class:`lsr.index.SparseIndex`).
+
+Example:
+    >>> from lsr.collection import Collection
+    >>> sparse = Collection.open("my-index").retrievers["sparse"]       # doctest: +SKIP
+    >>> ranked = sparse.search(sparse.encode_queries(["fever"]), 10, params=SearchParams())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lsr.errors import IndexFormatError
+from lsr.explain import score_rows, term_contributions
+from lsr.index import SparseIndex
+from lsr.manifest import RetrieverEntry
+from lsr.params import DEFAULT_MAX_LENGTH, SearchParams, speed_params
+from lsr.retrievers.base import BuildContext, OpenContext, Ranked, Retriever
+from lsr.types import SparseBatch
+
+
+def folder_files(folder: Path, sub: str) -> list[str]:
+    """The files under ``folder/sub``, relative to ``folder`` (a manifest section's ``files``)."""
+    base = folder / sub
+    return sorted(p.relative_to(folder).as_posix() for p in base.rglob("*") if p.is_file())
+
+
+def search_index(index: SparseIndex, Q: SparseBatch, k: int, params: SearchParams,
+                 threads: int | None) -> Ranked:
+    """Top-k rows of a SparseIndex for every row of ``Q`` (the one-query kernel for a single query)."""
+    kernel = params.kernel
+    if len(Q) == 1:
+        return Ranked.from_lists([index.search_rows(Q, k, **kernel)], k=k)
+    return Ranked.from_lists(index.batch_search_rows(Q, k, threads=threads, **kernel), k=k)
+
+
+def warm_up_index(index: SparseIndex, speeds: Sequence[str]) -> None:
+    """Compile the single and batch kernels of ``index`` at each speed with a one-term query from it."""
+    if index.n_docs == 0:
+        return
+    f_indptr, f_terms, _ = index.forward()
+    row = int(np.argmax(np.diff(f_indptr) > 0))  # a document with terms: one of them is the query
+    one = SparseBatch.from_dicts([{int(f_terms[f_indptr[row]]): 1.0}], vocab_size=index.vocab_size)
+    for speed in speeds:
+        index.search_rows(one, 1, **speed_params(speed))
+        index.batch_search_rows(SparseBatch.concat([one, one]), 1, **speed_params(speed))
+    score_rows(index, one, np.array([row], np.int64))
+
+
+class SpladeRetriever(Retriever):
+    """SPLADE: the query encoder's sparse vector scored against the documents' (dot product, block-max
+    pruned). ``encoder``: the :class:`lsr.encoders.SpladeEncoder` (None when opened without encoders)."""
+
+    kind = "sparse"
+    theoretical_min = 0.0
+    explains_terms = True
+
+    def __init__(self, index: SparseIndex, encoder: Any = None) -> None:
+        self.index = index
+        self.encoder = encoder
+
+    @classmethod
+    def open(cls, ctx: OpenContext, name: str, entry: RetrieverEntry) -> "SpladeRetriever":
+        index = SparseIndex.load(ctx.path / entry.dir, verify=ctx.verify, validate=ctx.validate, ids=ctx.ids)
+        if index.n_docs != len(ctx.ids):
+            raise IndexFormatError(f"{ctx.path / entry.dir}: {index.n_docs} documents, the collection has "
+                                   f"{len(ctx.ids)}")
+        encoder = None
+        if ctx.load_encoders:
+            from lsr.encoders import SpladeEncoder  # torch: only when queries are encoded
+
+            info = entry.encoder or {}
+            model = ctx.model or info.get("name")
+            if not model:
+                raise IndexFormatError(f"{ctx.path}: the manifest names no encoder; pass model=...")
+            encoder = SpladeEncoder.from_pretrained(model, device=ctx.device,
+                                                    max_length=int(info.get("max_length", DEFAULT_MAX_LENGTH)))
+            if encoder.vocab_size > index.vocab_size:
+                raise IndexFormatError(
+                    f"{ctx.path}: encoder {model!r} has a vocabulary of {encoder.vocab_size} terms but the "
+                    f"index only {index.vocab_size}: not the encoder this index was built with")
+        return cls(index, encoder)
+
+    @classmethod
+    def build(cls, ctx: BuildContext, name: str) -> RetrieverEntry:
+        cfg = ctx.config
+        written = SparseIndex.write_into(ctx.folder / name, ctx.splade_vectors, None,
+                                         quantization=cfg.quantization, block_size=cfg.block_size, reorder=False)
+        return RetrieverEntry(kind=cls.kind, dir=name, encoder=ctx.splade_encoder.describe(),
+                              settings={"quantization": cfg.quantization, "block_size": cfg.block_size,
+                                        "postings": int(written["nnz"])},
+                              files=tuple(folder_files(ctx.folder, name)))
+
+    def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64) -> SparseBatch:
+        if self.encoder is None:
+            raise RuntimeError("this Searcher was opened without the sparse encoder")
+        return self.encoder.encode_queries(list(texts), batch_size=batch_size)
+
+    def search(self, Q: SparseBatch, k: int, *, params: SearchParams, threads: int | None = None) -> Ranked:
+        return search_index(self.index, Q, k, params, threads)
+
+    def score_rows(self, Q: SparseBatch, i: int, rows: np.ndarray) -> np.ndarray:
+        return score_rows(self.index, Q.row(i), rows)
+
+    def explain(self, Q: SparseBatch, i: int, row: int) -> list | None:
+        decode = self.encoder.tokenizer.convert_ids_to_tokens if self.encoder is not None else None
+        return term_contributions(self.index, Q.row(i), row, decode)
+
+    def warm_up(self, speeds: Sequence[str]) -> None:
+        warm_up_index(self.index, speeds)
+
+    def describe(self) -> dict:
+        m = self.index.manifest
+        return {"kind": self.kind, "postings": m.get("nnz"), "quantization": m.get("quantization")}
