@@ -1,5 +1,12 @@
 """The ``lsr`` command: ``index``, ``search``, ``serve``, ``demo``, ``eval``, ``export``, ``tune-fusion``:
-each a thin call into the library."""
+each a thin call into the library. Choices, bounds and defaults come from :mod:`lsr.params`; errors are one
+line on stderr with exit code 2 (:mod:`lsr.console`).
+
+Example:
+    >>> from lsr.cli import main
+    >>> main(["search", "--index", "my-index", "sparse retrieval", "-k", "3"])   # doctest: +SKIP
+    0
+"""
 
 from __future__ import annotations
 
@@ -7,18 +14,44 @@ import argparse
 import errno
 import json
 import os
-import signal
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
-from lsr.beir import read_queries
+from lsr.console import Parser, run_command
 from lsr.corpus import counted
-from lsr.demo import DEMO_INDEX_DIR
+from lsr.demo import DEMO_INDEX_DIR, demo_queries, write_demo_corpus
 from lsr.errors import LsrError
-from lsr.searcher import DEFAULT_SPEED, SPEEDS
+from lsr.eval import add_arguments as eval_arguments
+from lsr.eval import read_qrels, read_queries, run_from_args
+from lsr.export import FORMATS, export_pyserini, lucene_queries, open_sparse, vocabulary
+from lsr.index.storage import check_target
+from lsr.indexing import index_corpus
+from lsr.manifest import load_manifest
+from lsr.params import (
+    BM25_ANALYZERS,
+    DEFAULT_DENSE_MODEL,
+    DEFAULT_DEPTH,
+    DEFAULT_K,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_MODEL,
+    DEFAULT_SPEED,
+    DENSE_KINDS,
+    K_MAX,
+    MAX_BLOCK_SIZE,
+    MAX_DEPTH,
+    MIN_BLOCK_SIZE,
+    MODES,
+    NORMALIZATIONS,
+    QUANTIZATIONS,
+    SPEEDS,
+    BuildConfig,
+    FusionSpec,
+    check_k,
+)
+from lsr.searcher import Searcher
+from lsr.tuning import tune_fusion, write_fusion
 
 
 def _positive(text: str) -> int:
@@ -31,6 +64,25 @@ def _positive(text: str) -> int:
     return v
 
 
+def _bounded(lo: int, hi: int):
+    """An argparse type: an integer in ``lo..hi``."""
+    def parse(text: str) -> int:
+        v = _positive(text)
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}, got {v}")
+        return v
+    return parse
+
+
+def _k(text: str) -> int:
+    """``-k``: hits per query, 1..K_MAX (:func:`lsr.params.check_k`)."""
+    try:
+        return check_k(int(text))
+    except ValueError as e:
+        msg = str(e) if text.strip().lstrip("-").isdigit() else f"expected an integer, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
 def _json_object(text: str) -> dict:
     try:
         v = json.loads(text)
@@ -41,53 +93,36 @@ def _json_object(text: str) -> dict:
     return v
 
 
-def _block_size(text: str) -> int:
-    from lsr.index.sparse import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE
-
-    v = _positive(text)
-    if not MIN_BLOCK_SIZE <= v <= MAX_BLOCK_SIZE:
-        raise argparse.ArgumentTypeError(f"must be between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE}, got {v}")
-    return v
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad argument gets ONE line on stderr (and exit 2), not the usage block too."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that a build cleans up its temporary folder."""
-
-
-def _terminate(signum, frame):
-    raise _Terminated()
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="lsr", description="Learned sparse retrieval: index, search, serve.")
+    p = Parser(prog="lsr", description="Learned sparse retrieval: index, search, serve.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ix = sub.add_parser("index", help="encode a corpus and write an index folder")
     ix.add_argument("--corpus", required=True, help="BEIR folder (corpus.jsonl) or JSONL file")
     ix.add_argument("--out", required=True, help="index folder to write")
-    ix.add_argument("--model", default="splade-tiny", help="splade-tiny, a local HF folder or a hub name")
-    ix.add_argument("--batch-size", type=_positive, default=32)
-    ix.add_argument("--max-length", type=_positive, default=256)
+    ix.add_argument("--model", default=DEFAULT_MODEL,
+                    help=f"{DEFAULT_MODEL}, a local HF folder or a hub name (default {DEFAULT_MODEL})")
+    ix.add_argument("--batch-size", type=_positive, default=BuildConfig.batch_size)
+    ix.add_argument("--max-length", type=_positive, default=DEFAULT_MAX_LENGTH)
     ix.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    ix.add_argument("--quantization", choices=["uint8", "float32"], default="uint8")
-    ix.add_argument("--block-size", type=_block_size, default=8,
-                    help="documents per block of the block-max index (8..256, default 8)")
+    ix.add_argument("--quantization", choices=QUANTIZATIONS, default=BuildConfig.quantization)
+    ix.add_argument("--block-size", type=_bounded(MIN_BLOCK_SIZE, MAX_BLOCK_SIZE),
+                    default=BuildConfig.block_size,
+                    help=f"documents per block of the block-max index ({MIN_BLOCK_SIZE}..{MAX_BLOCK_SIZE}, "
+                         f"default {BuildConfig.block_size})")
     ix.add_argument("--no-reorder", action="store_true",
                     help="keep the corpus order (default: cluster similar documents into the same blocks)")
-    ix.add_argument("--no-dense", action="store_true", help="do not build the dense (MiniLM) side")
-    ix.add_argument("--dense-model", default="minilm", help="dense model: minilm, a local folder or hub name")
-    ix.add_argument("--dense-kind", choices=["flat", "hnsw", "ivf"], default="flat",
-                    help="faiss index of the dense side (flat: exact, default)")
-    ix.add_argument("--no-bm25", action="store_true", help="do not build the BM25 side")
-    ix.add_argument("--bm25-analyzer", choices=["wordpiece", "porter"], default="wordpiece",
+    ix.add_argument("--no-dense", action="store_true", help="do not build the dense retriever")
+    ix.add_argument("--dense-model", default=DEFAULT_DENSE_MODEL,
+                    help=f"dense model: {DEFAULT_DENSE_MODEL}, a local folder or hub name")
+    ix.add_argument("--dense-kind", choices=DENSE_KINDS, default=BuildConfig.dense_kind,
+                    help="faiss index of the dense retriever (flat: exact, default)")
+    ix.add_argument("--no-bm25", action="store_true", help="do not build the BM25 retriever")
+    ix.add_argument("--bm25-analyzer", choices=BM25_ANALYZERS, default=BuildConfig.bm25_analyzer,
                     help="BM25 terms: the SPLADE WordPiece vocabulary (default) or Porter-stemmed words")
+    ix.add_argument("--no-sparse-idf", action="store_true",
+                    help="do not build sparse-idf (inference-free queries: IDF-weighted query tokens over "
+                         "the SPLADE document vectors, no model run)")
     ix.add_argument("--skip-bad", action="store_true", help="skip bad corpus lines instead of stopping")
     ix.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
     ix.add_argument("--limit", type=_positive, default=None, help="index only the first N documents")
@@ -96,13 +131,13 @@ def _parser() -> argparse.ArgumentParser:
     se = sub.add_parser("search", help="query an index")
     se.add_argument("--index", required=True, help="index folder")
     se.add_argument("query")
-    se.add_argument("-k", type=_positive, default=10)
+    se.add_argument("-k", type=_k, default=DEFAULT_K, help=f"hits (1..{K_MAX}, default {DEFAULT_K})")
     se.add_argument("--json", action="store_true", help="print JSON instead of a table")
     se.add_argument("--speed", choices=list(SPEEDS), default=DEFAULT_SPEED,
                     help="exact | safe (same results as exact, faster; default) | fast | fastest")
     se.add_argument("--model", default=None, help="encoder override (default: the index's)")
-    se.add_argument("--mode", choices=["hybrid", "sparse", "dense", "bm25"], default=None,
-                    help="retriever (default: hybrid when the index has several, else sparse)")
+    se.add_argument("--mode", choices=MODES, default=None,
+                    help="hybrid or one retriever (default: hybrid when the index has several)")
     se.add_argument("--fusion", type=_json_object, default=None,
                     help='hybrid fusion as JSON, e.g. \'{"method": "rrf"}\' (default: the index\'s)')
 
@@ -112,8 +147,9 @@ def _parser() -> argparse.ArgumentParser:
     tu.add_argument("--qrels", required=True, help="relevance judgements: BEIR qrels TSV or TREC qrels")
     tu.add_argument("--metric", default="ndcg@10")
     tu.add_argument("--step", type=float, default=0.1, help="weight grid step (default 0.1)")
-    tu.add_argument("--normalization", choices=["minmax", "zscore", "tmm"], default="minmax")
-    tu.add_argument("--depth", type=_positive, default=100, help="hits per retriever (default 100)")
+    tu.add_argument("--normalization", choices=NORMALIZATIONS, default=FusionSpec.normalization)
+    tu.add_argument("--depth", type=_bounded(1, MAX_DEPTH), default=DEFAULT_DEPTH,
+                    help=f"hits per retriever (1..{MAX_DEPTH}, default {DEFAULT_DEPTH})")
     tu.add_argument("--dry-run", action="store_true", help="print the result, leave the manifest alone")
 
     sv = sub.add_parser("serve", help="serve an index over HTTP (settings: LSR_* variables, --config)")
@@ -124,13 +160,11 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--model", default=None)
     sv.add_argument("--threads", type=_positive, default=None, help="search worker threads")
 
-    from lsr.eval import add_arguments as eval_arguments
-
     eval_arguments(sub.add_parser("eval", help="BEIR evaluation of every mode, with Pyserini baselines"))
 
     ex = sub.add_parser("export", help="write an index's SPLADE vectors for another engine")
     ex.add_argument("--index", required=True, help="index folder")
-    ex.add_argument("--format", choices=["pyserini"], default="pyserini",
+    ex.add_argument("--format", choices=FORMATS, default=FORMATS[0],
                     help="pyserini: Anserini JsonVectorCollection (integer impacts, -impact -pretokenized)")
     ex.add_argument("--out", required=True, help="folder to write (docs/part-*.jsonl and export.json)")
     ex.add_argument("--queries", default=None,
@@ -147,33 +181,31 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_index(a) -> int:
-    from lsr.indexing import index_corpus
-
-    summary = index_corpus(a.corpus, a.out, model=a.model, batch_size=a.batch_size,
-                           max_length=a.max_length, device=a.device, quantization=a.quantization,
-                           block_size=a.block_size, reorder=not a.no_reorder, skip_bad=a.skip_bad,
-                           overwrite=a.overwrite, limit=a.limit,
-                           show_progress=not a.no_progress, dense=None if a.no_dense else a.dense_model,
-                           dense_kind=a.dense_kind, bm25=not a.no_bm25, bm25_analyzer=a.bm25_analyzer)
+    config = BuildConfig(model=a.model, max_length=a.max_length, batch_size=a.batch_size,
+                         quantization=a.quantization, block_size=a.block_size, reorder=not a.no_reorder,
+                         dense=None if a.no_dense else a.dense_model, dense_kind=a.dense_kind,
+                         bm25=not a.no_bm25, bm25_analyzer=a.bm25_analyzer, sparse_idf=not a.no_sparse_idf)
+    summary = index_corpus(a.corpus, a.out, config=config, device=a.device, skip_bad=a.skip_bad,
+                           overwrite=a.overwrite, limit=a.limit, show_progress=not a.no_progress)
     print(summary.line())
     return 0
 
 
 def _cmd_search(a) -> int:
-    from lsr.searcher import Searcher
-
+    if not a.query.strip():
+        raise ValueError("query is empty")
     searcher = Searcher.load(a.index, model=a.model)
-    mode = searcher.check_search(a.query, a.k, mode=a.mode, fusion=a.fusion, speed=a.speed)  # before warm-up
-    _warm_up(searcher, sys.stderr, modes=[mode], speeds=[a.speed])
+    # the one check of the parameters, before the warm-up
+    params = searcher.params(k=a.k, mode=a.mode, speed=a.speed, fusion=a.fusion)
+    _warm_up(searcher, sys.stderr, modes=[params.mode], speeds=[params.speed])
     t0 = time.perf_counter()
-    hits = searcher.search(a.query, a.k, mode=mode, fusion=a.fusion, speed=a.speed)
+    hits = searcher.hits(searcher.query([a.query], params, threads=1)[0])
     took = (time.perf_counter() - t0) * 1000
     if a.json:
-        out = {"query": a.query, "mode": mode, "took_ms": round(took, 3), "hits": [h.to_dict() for h in hits]}
-        if mode == "hybrid":
-            from lsr.hybrid import check_fusion
-
-            out["fusion"] = check_fusion(a.fusion or searcher.default_fusion, searcher.retrievers)
+        out = {"query": a.query, "mode": params.mode, "took_ms": round(took, 3),
+               "hits": [h.to_dict() for h in hits]}
+        if params.fusion is not None:
+            out["fusion"] = params.fusion.to_dict()
         print(json.dumps(out, ensure_ascii=False))
         return 0
     for h in hits:
@@ -211,14 +243,13 @@ def _check_port(host: str, port: int) -> None:
 def _serve(index: str | Path | None, host: str | None = None, port: int | None = None,
            model: str | None = None, config: str | None = None, threads: int | None = None,
            banner: str = "") -> int:
-    try:
+    try:  # the optional 'serve' extra (fastapi, uvicorn): imported only to serve
         import uvicorn
 
         from lsr.service import Settings, create_app
     except ImportError as e:
         raise LsrError(f"serving needs the 'serve' extra: pip install 'lsr-engine[serve]' ({e.name} missing)"
                        ) from None
-    from lsr.searcher import Searcher
 
     given = {"index_path": index, "host": host, "port": port, "model": model, "threads": threads}
     settings = Settings.load(config, **{k: v for k, v in given.items() if v is not None})
@@ -238,12 +269,7 @@ def _serve(index: str | Path | None, host: str | None = None, port: int | None =
 
 
 def _cmd_export(a) -> int:
-    from lsr.export import export_pyserini, lucene_queries, vocabulary
-    from lsr.index import SparseIndex
-    from lsr.index.storage import check_target
-
-    index = SparseIndex.load(a.index)
-    name = index.manifest.get("metadata", {}).get("encoder", {}).get("name")
+    index, name = open_sparse(a.index)
     if not name:
         raise LsrError(f"{a.index}: the manifest names no encoder")
     tokens = vocabulary(name, index.vocab_size)
@@ -251,12 +277,13 @@ def _cmd_export(a) -> int:
     queries = read_queries(a.queries) if a.queries else None  # bad queries fail before anything is written
     vectors = None
     if queries:
-        from lsr.encoders import SpladeEncoder
+        from lsr.encoders import SpladeEncoder  # torch: only when queries are encoded
 
         encoder = SpladeEncoder.from_pretrained(name)
         qids = list(queries)
         vectors = dict(zip(qids, lucene_queries(encoder.encode_queries([queries[q] for q in qids]), tokens)))
-    summary = export_pyserini(index, a.out, tokens=tokens, overwrite=a.overwrite, queries=vectors)
+    summary = export_pyserini(index, a.out, tokens=tokens, overwrite=a.overwrite, queries=vectors,
+                              source=a.index)
     print(f"exported {counted(summary.documents, 'document')}, {counted(summary.postings, 'posting')} "
           f"-> {summary.path / 'docs'}")
     if vectors:
@@ -265,17 +292,7 @@ def _cmd_export(a) -> int:
     return 0
 
 
-def _cmd_eval(a) -> int:
-    from lsr.eval import run_from_args
-
-    return run_from_args(a)
-
-
 def _cmd_tune(a) -> int:
-    from lsr.evaluation import read_qrels
-    from lsr.searcher import Searcher
-    from lsr.tuning import tune_fusion, write_fusion
-
     searcher = Searcher.load(a.index)
     res = tune_fusion(searcher, read_queries(a.queries), read_qrels(a.qrels), metric=a.metric, step=a.step,
                       normalization=a.normalization, depth=a.depth)
@@ -292,15 +309,11 @@ def _cmd_tune(a) -> int:
 
 
 def _cmd_demo(a) -> int:
-    from lsr.demo import demo_queries, write_demo_corpus
-    from lsr.index.storage import read_manifest
-    from lsr.indexing import index_corpus
-
     out = Path(a.out)
     ready = False
     if out.exists() and not a.rebuild:
         try:
-            ready = read_manifest(out).get("metadata", {}).get("corpus", {}).get("name") == "demo"
+            ready = load_manifest(out).corpus.get("name") == "demo"
         except LsrError:
             ready = False
     if not a.no_serve:
@@ -330,23 +343,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     handlers = {"index": _cmd_index, "search": _cmd_search, "demo": _cmd_demo, "tune-fusion": _cmd_tune,
-                "eval": _cmd_eval, "export": _cmd_export,
+                "eval": run_from_args, "export": _cmd_export,
                 "serve": lambda a: _serve(a.index, a.host, a.port, a.model, a.config, a.threads)}
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None  # clean up like Ctrl-C
-    try:
-        return handlers[args.command](args)
-    except (LsrError, ValueError, FileExistsError) as e:
-        print(f"lsr {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        print(f"lsr {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:
-        term = isinstance(e, _Terminated)
-        print(f"lsr {args.command}: {'terminated (SIGTERM)' if term else 'interrupted'}", file=sys.stderr)
-        return 143 if term else 130
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    return run_command(args.command, handlers[args.command], args)

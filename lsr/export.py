@@ -19,6 +19,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from lsr.collection import Collection
+from lsr.encoders._hf import load_error, quiet_hf
+from lsr.encoders.resolve import resolve_model
+from lsr.index import SparseIndex
+from lsr.index.storage import atomic_folder, write_manifest
+
 #: Query weights and float32 document weights become integers as round(weight * QUERY_SCALE) (the
 #: quantisation of Anserini's SPLADE regressions).
 QUERY_SCALE = 100.0
@@ -37,9 +43,6 @@ class ExportSummary:
 
 def vocabulary(model: str, vocab_size: int | None = None) -> list[str]:
     """Token strings of a SPLADE model's vocabulary, by term id (loads the tokenizer only)."""
-    from lsr.encoders._hf import load_error, quiet_hf
-    from lsr.encoders.resolve import resolve_model
-
     path = resolve_model(model)
     try:
         from transformers import AutoTokenizer
@@ -52,6 +55,25 @@ def vocabulary(model: str, vocab_size: int | None = None) -> list[str]:
     tokens = tok.convert_ids_to_tokens(list(range(min(n, len(tok)))))
     return [t if t is not None else f"[id{i}]" for i, t in enumerate(tokens)] + \
         [f"[id{i}]" for i in range(len(tokens), n)]
+
+
+def open_sparse(index: str | Path | SparseIndex | Collection) -> tuple[SparseIndex, str | None]:
+    """The SPLADE index of an index folder (or a :class:`~lsr.collection.Collection`, or a SparseIndex
+    itself) with the name of its encoder (None when the manifest names none).
+
+    Example:
+        >>> index, model = open_sparse("my-index")   # doctest: +SKIP
+        >>> model
+        'splade-tiny'
+    """
+    if isinstance(index, SparseIndex):  # the array layer's own manifest
+        return index, index.manifest.get("metadata", {}).get("encoder", {}).get("name")
+    collection = index if isinstance(index, Collection) else Collection.open(index, load_encoders=False)
+    names = [n for n, e in collection.manifest.retrievers.items() if e.kind == "sparse"]
+    if not names:
+        raise ValueError(f"{collection.path} has no sparse (SPLADE) retriever to export")
+    entry = collection.manifest.retrievers[names[0]]
+    return collection.retrievers[names[0]].index, (entry.encoder or {}).get("name")
 
 
 def integer_weights(index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -80,23 +102,23 @@ def lucene_queries(batch, tokens: Sequence[str], *, scale: float = QUERY_SCALE) 
 
 
 def export_pyserini(index, out: str | Path, *, tokens: Sequence[str] | None = None, overwrite: bool = False,
-                    shard_docs: int = 500_000,
-                    queries: Mapping[str, Mapping[str, int]] | None = None) -> ExportSummary:
-    """Write the SPLADE side of ``index`` (a folder or SparseIndex) as a JsonVectorCollection folder.
+                    shard_docs: int = 500_000, queries: Mapping[str, Mapping[str, int]] | None = None,
+                    source: str | Path | None = None) -> ExportSummary:
+    """Write the SPLADE vectors of ``index`` (an index folder, a Collection or a SparseIndex) as a
+    JsonVectorCollection folder.
 
     ``tokens`` are the vocabulary strings (default: the tokenizer of the encoder the index names).
     ``queries`` (query id to ``{token: weight}``, see :func:`lucene_queries`) are also written to
     ``queries.tsv`` (Anserini TsvString, each token repeated weight times). The folder is written
     atomically, with ``export.json`` describing the source and a ``manifest.json`` (kind ``export``)
-    listing its files, so that ``overwrite=True`` can later tell it is ours to replace.
+    listing its files, so that ``overwrite=True`` can later tell it is ours to replace. ``source``: the
+    folder named in ``export.json`` (default: the index's).
     """
-    from lsr.index import SparseIndex
-    from lsr.index.storage import atomic_folder, write_manifest
-
-    if not isinstance(index, SparseIndex):
-        index = SparseIndex.load(index)
+    if source is None and not isinstance(index, SparseIndex):
+        source = getattr(index, "path", index)
+    index, name = open_sparse(index)
+    source = index.path if source is None else source
     if tokens is None:
-        name = index.manifest.get("metadata", {}).get("encoder", {}).get("name")
         if not name:
             raise ValueError(f"{index.path}: the manifest names no encoder; pass tokens=")
         tokens = vocabulary(name, index.vocab_size)
@@ -118,7 +140,7 @@ def export_pyserini(index, out: str | Path, *, tokens: Sequence[str] | None = No
                             % (json.dumps(str(ids[d]), ensure_ascii=False), body))
             files += 1
         (tmp / "export.json").write_text(json.dumps({
-            "format": "pyserini JsonVectorCollection", "source": str(index.path),
+            "format": "pyserini JsonVectorCollection", "source": str(source),
             "documents": index.n_docs, "postings": int(terms.size),
             "weights": "stored uint8 impacts" if index.quantization == "uint8"
             else f"round(weight * {QUERY_SCALE:g})",
@@ -130,5 +152,5 @@ def export_pyserini(index, out: str | Path, *, tokens: Sequence[str] | None = No
             with open(tmp / "queries.tsv", "w", encoding="utf-8") as f:
                 for qid, vec in queries.items():
                     f.write(qid + "\t" + " ".join(" ".join([t] * w) for t, w in vec.items()) + "\n")
-        write_manifest(tmp, {"kind": "export", "format": "pyserini", "source": str(index.path)})
+        write_manifest(tmp, {"kind": "export", "format": "pyserini", "source": str(source)})
     return ExportSummary(Path(out), index.n_docs, int(terms.size), files)

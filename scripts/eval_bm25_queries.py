@@ -21,10 +21,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from lsr.beir import load_beir  # noqa: E402
 from lsr.bm25 import WEAK_SHARE, BM25Encoder  # noqa: E402
 from lsr.corpus import read_corpus  # noqa: E402
-from lsr.evaluation import evaluate  # noqa: E402
+from lsr.eval.beir import load_beir  # noqa: E402
+from lsr.eval.metrics import evaluate  # noqa: E402
 from lsr.index import SparseIndex  # noqa: E402
 from lsr.types import SparseBatch  # noqa: E402
 

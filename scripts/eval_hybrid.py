@@ -17,8 +17,8 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    from lsr.beir import read_queries
-    from lsr.evaluation import evaluate, read_qrels
+    from lsr.eval.beir import read_queries
+    from lsr.eval.metrics import evaluate, read_qrels
     from lsr.searcher import Searcher
     from lsr.tuning import tune_fusion
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    from lsr.beir import read_queries
     from lsr.encoders import DenseEncoder
-    from lsr.evaluation import evaluate, read_qrels
+    from lsr.eval.beir import read_queries
+    from lsr.eval.metrics import evaluate, read_qrels
     from lsr.pipeline import dense_scorer
     from lsr.searcher import Searcher
 

@@ -1,16 +1,21 @@
 """The BEIR loader: good folders, malformed ones (file and line named), download by name, the demo set."""
 
 import http.server
+import importlib
 import io
 import shutil
+import subprocess
+import sys
+import tempfile
 import threading
+import warnings
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from lsr.beir import download_beir, load_beir, read_queries, resolve_beir
 from lsr.errors import CorpusError, LsrError
+from lsr.eval.beir import download_beir, load_beir, read_queries, resolve_beir
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -179,3 +184,19 @@ def test_offline_download_says_what_to_do(tmp_path):
         download_beir("scifact", cache_dir=tmp_path, url=f"http://127.0.0.1:{port}/{{name}}.zip")
     msg = str(e.value)
     assert "cannot download BEIR data set 'scifact'" in msg and "--beir DIR" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("old, new", [("lsr.beir", "lsr.eval.beir"), ("lsr.evaluation", "lsr.eval.metrics"),
+                                      ("lsr.baselines", "lsr.eval.baselines")])
+def test_old_module_names_still_work_and_warn(old, new):
+    """The modules before lsr.eval are deprecated shims: the same objects, and a DeprecationWarning naming
+    the new module (checked in a fresh interpreter: the warning fires once, at import)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        shim, target = importlib.import_module(old), importlib.import_module(new)
+    assert shim.__all__ == target.__all__
+    assert all(getattr(shim, n) is getattr(target, n) for n in target.__all__)
+    code = f"import warnings; warnings.simplefilter('error'); import {old}"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=tempfile.gettempdir())
+    assert r.returncode == 1 and "DeprecationWarning" in r.stderr and f"import from {new}" in r.stderr

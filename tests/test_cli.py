@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from lsr.cli import main
+from lsr.manifest import load_manifest
+from lsr.params import K_MAX, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, MODES, RETRIEVERS
 
 MINI_CORPUS = Path(__file__).parent.parent / "data" / "mini" / "corpus.jsonl"
 
@@ -29,6 +31,17 @@ def test_index_then_search(built, capsys):
     assert main(["search", "--index", str(built), "checkmate the king"]) == 0
     text = capsys.readouterr().out
     assert "sport-5" in text and "hits in" in text
+
+
+def test_index_without_sparse_idf(tmp_path, capsys):
+    out = tmp_path / "i"
+    assert main(["index", "--corpus", str(MINI_CORPUS), "--out", str(out), "--no-progress", "--limit", "6",
+                 "--no-sparse-idf", "--no-dense"]) == 0
+    m = load_manifest(out)
+    assert list(m.retrievers) == ["sparse", "bm25"] and m.build.sparse_idf is False and m.build.dense is None
+    capsys.readouterr()
+    assert main(["search", "--index", str(out), "volcano", "--mode", "sparse-idf"]) == 2
+    assert "not available" in _one_line_error(capsys)
 
 
 def test_index_summary_line(tmp_path, capsys):
@@ -91,8 +104,33 @@ def test_search_bad_index_exit_2(tmp_path, built, capsys):
 
 def test_bad_arguments_exit_2(tmp_path):
     r = _run("search", "--index", str(tmp_path), "q", "-k", "0")
-    assert r.returncode == 2 and "must be at least 1" in r.stderr
+    assert r.returncode == 2 and f"k must be an integer between 1 and {K_MAX}, got 0" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1  # no usage block
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", "--index", "x", "q", "-k", str(K_MAX + 1)], f"between 1 and {K_MAX}"),
+    (["search", "--index", "x", "q", "-k", "ten"], "expected an integer, got 'ten'"),
+    (["search", "--index", "x", "q", "--mode", "magic"], "invalid choice: 'magic'"),
+    (["search", "--index", "x", "q", "--speed", "warp"], "invalid choice: 'warp'"),
+    (["index", "--corpus", "c", "--out", "o", "--quantization", "int4"], "invalid choice: 'int4'"),
+    (["index", "--corpus", "c", "--out", "o", "--dense-kind", "lsh"], "invalid choice: 'lsh'"),
+    (["index", "--corpus", "c", "--out", "o", "--bm25-analyzer", "snowball"], "invalid choice: 'snowball'"),
+    (["tune-fusion", "--index", "i", "--queries", "q", "--qrels", "r", "--normalization", "l2"],
+     "invalid choice: 'l2'"),
+])
+def test_choices_come_from_lsr_params(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and message in err[0]
+
+
+def test_bad_build_config_is_one_line(tmp_path, capsys):
+    """What only BuildConfig checks (an empty model name) is one line and exit 2, before any model loads."""
+    assert main(["index", "--corpus", str(MINI_CORPUS), "--out", str(tmp_path / "i"), "--model", ""]) == 2
+    assert "model must be a model name or folder" in _one_line_error(capsys)
+    assert not (tmp_path / "i").exists()
 
 
 def _one_line_error(capsys) -> str:
@@ -161,9 +199,10 @@ def test_index_block_size_and_reorder_options(tmp_path, capsys):
     assert main(["index", "--corpus", str(MINI_CORPUS), "--out", str(out), "--no-progress", "--limit", "12",
                  "--block-size", "16", "--no-reorder"]) == 0
     capsys.readouterr()
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["block_size"] == 16 and manifest["reorder"] is False
-    ids = (out / "docids.txt").read_text().split()
+    m = load_manifest(out)
+    assert m.build.block_size == 16 and m.build.reorder is False
+    assert m.retrievers["sparse"].settings["block_size"] == 16
+    ids = (out / m.ids_file).read_text().split()
     first = [json.loads(line)["_id"] for line in MINI_CORPUS.read_text().splitlines()[:12]]
     assert ids == first  # no reordering: corpus order kept
     for speed in ("exact", "safe", "fast", "fastest"):
@@ -173,12 +212,13 @@ def test_index_block_size_and_reorder_options(tmp_path, capsys):
 
 def test_bad_block_size_exit_2(tmp_path):
     r = _run("index", "--corpus", str(MINI_CORPUS), "--out", str(tmp_path / "i"), "--block-size", "4")
-    assert r.returncode == 2 and "between 8 and 256" in r.stderr
+    assert r.returncode == 2 and f"between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE}" in r.stderr
     assert not (tmp_path / "i").exists()
 
 
 def test_search_modes_and_fusion(built, capsys):
-    for mode in ("hybrid", "sparse", "dense", "bm25"):
+    assert list(load_manifest(built).retrievers) == list(RETRIEVERS)  # built by default: sparse-idf too
+    for mode in MODES:
         assert main(["search", "--index", str(built), "why does a volcano erupt lava", "--mode", mode,
                      "--json"]) == 0
         out = json.loads(capsys.readouterr().out)
@@ -186,7 +226,7 @@ def test_search_modes_and_fusion(built, capsys):
         assert ("fusion" in out) == (mode == "hybrid")
     assert main(["search", "--index", str(built), "volcano", "--fusion", '{"method": "rrf"}', "--json"]) == 0
     fusion = json.loads(capsys.readouterr().out)["fusion"]
-    assert fusion["method"] == "rrf" and fusion["weights"] == {"sparse": 1.0, "dense": 1.0, "bm25": 1.0}
+    assert fusion["method"] == "rrf" and fusion["weights"] == {r: 1.0 for r in RETRIEVERS}
     assert main(["search", "--index", str(built), "volcano", "--fusion", '{"method": "max"}']) == 2
     assert "fusion method must be one of" in capsys.readouterr().err
 

