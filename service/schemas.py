@@ -1,4 +1,12 @@
-"""Request and response models of the HTTP API."""
+"""Request and response models of the HTTP API.
+
+Their choices, bounds and defaults come from :mod:`lsr.params` (modes, speeds, ``k``, fusion methods and
+normalizations), so a new retriever kind or speed shows up here without an edit.
+
+Example:
+    >>> SearchRequest(query="sparse retrieval", mode="bm25").k
+    10
+"""
 
 from __future__ import annotations
 
@@ -7,17 +15,22 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-#: the speed presets of lsr.searcher.SPEEDS
-Speed = Literal["exact", "safe", "fast", "fastest"]
-#: the search modes of lsr.hybrid.MODES
-Mode = Literal["hybrid", "sparse", "dense", "bm25"]
+from lsr.params import DEFAULT_K, DEFAULT_SPEED, FUSION_METHODS, K_MAX_HTTP, MODES, NORMALIZATIONS, SPEEDS
+
+#: the speed presets of :data:`lsr.params.SPEEDS`
+Speed = Literal[tuple(SPEEDS)]  # type: ignore[valid-type]
+#: the search modes of :data:`lsr.params.MODES` (hybrid, then every retriever kind)
+Mode = Literal[MODES]  # type: ignore[valid-type]
 Field_ = Literal["title", "text"]
 
-_SPEED = ("exact: exhaustive scoring; safe: block-max pruning, same results as exact; "
-          "fast / fastest: approximate, a little recall traded for speed")
-_MODE = "hybrid (default when the index has several retrievers), sparse (SPLADE), dense, bm25"
-_FUSION = ('hybrid fusion, e.g. {"method": "rrf"} or {"method": "convex", "weights": {"sparse": 0.6, '
-           '"dense": 0.4}, "normalization": "minmax"}; default: the index\'s (tuned) fusion')
+SPEED_HELP = (f"{', '.join(SPEEDS)}: exact scores every document; safe prunes blocks and returns the same "
+              "results; the faster presets trade a little recall for speed")
+MODE_HELP = (f"{', '.join(MODES)}; default: hybrid when the index has several retrievers (it fuses them), "
+             "else its one retriever")
+K_HELP = f"number of hits (1..{K_MAX_HTTP})"
+_FUSION = (f'hybrid fusion, e.g. {{"method": "rrf"}} or {{"method": "convex", "weights": {{"sparse": 0.6, '
+           f'"dense": 0.4}}, "normalization": "minmax"}}; method: {", ".join(FUSION_METHODS)}; normalization '
+           f'(convex): {", ".join(NORMALIZATIONS)}; default: the index\'s (tuned) fusion')
 
 
 def _not_blank(v: str) -> str:
@@ -57,9 +70,9 @@ class SearchRequest(_Strict):
     """Body of ``POST /search``."""
 
     query: str = Field(description="the query text", examples=["how do vaccines work"])
-    k: int = Field(default=10, ge=1, le=1000, description="number of hits (1..1000)")
-    speed: Speed = Field(default="safe", description=_SPEED)
-    mode: Mode | None = Field(default=None, description=_MODE)
+    k: int = Field(default=DEFAULT_K, ge=1, le=K_MAX_HTTP, description=K_HELP)
+    speed: Speed = Field(default=DEFAULT_SPEED, description=SPEED_HELP)
+    mode: Mode | None = Field(default=None, description=MODE_HELP)
     fusion: dict[str, Any] | None = Field(default=None, description=_FUSION)
     explain: bool = Field(default=False, description=(
         "each hit carries the matched query terms (query weight, document weight, contribution) and, "
@@ -76,9 +89,9 @@ class BatchSearchRequest(_Strict):
 
     queries: list[str] = Field(min_length=1, description="query texts (up to the service's max_batch)",
                                examples=[["what causes fever", "how do vaccines work"]])
-    k: int = Field(default=10, ge=1, le=1000, description="hits per query (1..1000)")
-    speed: Speed = Field(default="safe", description=_SPEED)
-    mode: Mode | None = Field(default=None, description=_MODE)
+    k: int = Field(default=DEFAULT_K, ge=1, le=K_MAX_HTTP, description=f"hits per query (1..{K_MAX_HTTP})")
+    speed: Speed = Field(default=DEFAULT_SPEED, description=SPEED_HELP)
+    mode: Mode | None = Field(default=None, description=MODE_HELP)
     fusion: dict[str, Any] | None = Field(default=None, description=_FUSION)
     fields: list[Field_] = Field(default=[], description="stored fields to return (none by default)")
 

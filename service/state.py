@@ -1,5 +1,11 @@
 """What the running service holds: the Searcher (swappable by a reload), its worker threads, counters,
-latency percentiles and the Prometheus metrics (one registry per app)."""
+latency percentiles and the Prometheus metrics (one registry per app).
+
+Example:
+    >>> state = ServiceState(Settings(index_path="my-index"), Searcher.load("my-index"))   # doctest: +SKIP
+    >>> state.percentiles()                                                                # doctest: +SKIP
+    {'p50': None, 'p95': None, 'p99': None}
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,13 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from lsr.service.batching import MicroBatchingEncoder
 from lsr.service.settings import Settings
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -35,53 +43,9 @@ class Metrics:
                                registry=r)
 
 
-class MicroBatcher:
-    """Encode the queries that arrive within ``wait_ms`` of each other in one forward pass (off when 0).
-
-    On a busy CPU one pass over several queries costs less than one pass per query; on an idle one the
-    wait only adds latency. ``scripts/load_service.py`` measures both; the default is off.
-    """
-
-    def __init__(self, state: "ServiceState", wait_ms: float, max_size: int = 64) -> None:
-        self.state, self.wait, self.max_size = state, wait_ms / 1000, max_size
-        self._pending: list[tuple[Any, str, asyncio.Future]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self.batches = 0
-
-    async def encode(self, searcher: Any, text: str):
-        """The one-row query vector of ``text``, encoded together with its neighbours in time."""
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._pending.append((searcher, text, fut))
-        if len(self._pending) >= self.max_size:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self.wait, self._flush)
-        return await fut
-
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        pending, self._pending = self._pending, []
-        groups: dict[int, list] = {}
-        for item in pending:  # a reload may swap the Searcher between two arrivals
-            groups.setdefault(id(item[0]), []).append(item)
-        for group in groups.values():
-            asyncio.ensure_future(self._run(group))
-
-    async def _run(self, group: list) -> None:
-        self.batches += 1
-        try:
-            vectors = await self.state.run(group[0][0].encode, [t for _, t, _ in group])
-        except Exception as e:  # every waiter gets the error
-            for _, _, fut in group:
-                if not fut.done():
-                    fut.set_exception(e)
-            return
-        for i, (_, _, fut) in enumerate(group):
-            if not fut.done():
-                fut.set_result(vectors.row(i))
+def _folder_bytes(path: Path) -> int:
+    """Bytes on disk of every file in the index folder (0 for a folder that is gone)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
 
 
 class ServiceState:
@@ -99,18 +63,22 @@ class ServiceState:
         self._n_latencies = 0
         self.queries_served = 0
         self.reloads = 0
-        self.batcher = MicroBatcher(self, settings.micro_batch_ms) if settings.micro_batch_ms > 0 else None
+        #: the micro-batching query encoder installed on the served Searcher (None when off)
+        self.batcher: MicroBatchingEncoder | None = self.install_batching(searcher)
         self._index_facts()
 
     def _index_facts(self) -> None:
         info = self.searcher.info
-        self.index_bytes = int(self.searcher.index.size_bytes)
+        self.index_bytes = _folder_bytes(Path(info["path"]))
         self.metrics.documents.set(info["documents"])
         self.metrics.index_bytes.set(self.index_bytes)
 
     def swap(self, searcher: Any) -> Any:
         """Serve ``searcher`` from now on; returns the previous one (requests holding it finish on it)."""
-        old, self.searcher = self.searcher, searcher
+        batcher = self.install_batching(searcher)
+        old, self.searcher, self.batcher = self.searcher, searcher, batcher
+        if old is not searcher:
+            self.remove_batching(old)  # requests still on it finish; new ones on it encode alone
         self._index_facts()
         self.reloads += 1
         self.metrics.reloads.inc()
@@ -142,5 +110,27 @@ class ServiceState:
         p = np.percentile(window, [50, 95, 99]) * 1000
         return {"p50": round(float(p[0]), 3), "p95": round(float(p[1]), 3), "p99": round(float(p[2]), 3)}
 
+    def install_batching(self, searcher: Any) -> MicroBatchingEncoder | None:
+        """Wrap ``searcher``'s SPLADE query encoder in a :class:`MicroBatchingEncoder` of
+        ``micro_batch_ms`` (when above 0 and the index has the retriever with its model); the wrapper."""
+        ms = self.settings.micro_batch_ms
+        if ms <= 0 or "sparse" not in searcher.retrievers:
+            return None
+        retriever = searcher.retriever("sparse")
+        if retriever.encoder is None:
+            return None
+        retriever.encoder = MicroBatchingEncoder(retriever.encoder, ms)
+        return retriever.encoder
+
+    @staticmethod
+    def remove_batching(searcher: Any) -> None:
+        """Give ``searcher`` its own query encoder back (undo :meth:`install_batching`)."""
+        if "sparse" in searcher.retrievers:
+            retriever = searcher.retriever("sparse")
+            if isinstance(retriever.encoder, MicroBatchingEncoder):
+                retriever.encoder = retriever.encoder.inner
+
     def close(self) -> None:
+        """Stop the worker threads; the Searcher (which may outlive the app) gets its encoder back."""
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.remove_batching(self.searcher)

@@ -1,7 +1,18 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from lsr.index import FORMAT_VERSION
+from lsr.manifest import FORMAT_VERSION
+from lsr.params import (
+    DEFAULT_K,
+    DEFAULT_SPEED,
+    FUSION_METHODS,
+    K_MAX_HTTP,
+    MODES,
+    NORMALIZATIONS,
+    RETRIEVERS,
+    SPEEDS,
+    SearchParams,
+)
 from lsr.service import Settings, create_app
 
 
@@ -22,7 +33,7 @@ def test_health_ready_stats(client):
     assert client.get("/health").json() == {"status": "ok"}
     r = client.get("/ready").json()
     assert r["status"] == "ready" and r["documents"] == 30
-    assert r["modes"] == ["hybrid", "sparse", "dense", "bm25"]
+    assert r["modes"] == ["hybrid", *RETRIEVERS]  # the fixture index has every kind
     s = client.get("/stats").json()
     assert s["documents"] == 30 and s["format_version"] == FORMAT_VERSION and s["model"] == "splade-tiny"
     assert s["index_bytes"] > 0 and s["postings"] > 0 and s["uptime_seconds"] >= 0
@@ -115,3 +126,56 @@ def test_modes_and_fusion(client, mini_searcher):
                           ({"fusion": {"method": "rrf", "k": "sixty"}}, "fusion k")):
         r = client.post("/search", json={"query": "bread", **bad})
         assert r.status_code == 422 and fragment in err(r), r.json()
+
+
+def test_search_params_are_checked_once_per_request(client, monkeypatch):
+    """One ``SearchParams.check`` per request, at the edge (``Searcher.params``); the layers below trust
+    it."""
+    calls = []
+    check = SearchParams.check.__func__
+
+    def counting(cls, **kw):
+        calls.append(kw)
+        return check(cls, **kw)
+
+    monkeypatch.setattr(SearchParams, "check", classmethod(counting))
+    requests = [
+        ("POST /search hybrid", lambda: client.post("/search", json={
+            "query": "glaciers carve valleys", "k": 5, "mode": "hybrid", "fusion": {"method": "rrf"}})),
+        ("POST /search default", lambda: client.post("/search", json={"query": "glaciers carve valleys"})),
+        ("GET /search", lambda: client.get("/search", params={"q": "glaciers carve valleys", "k": 3})),
+        ("POST /search/batch", lambda: client.post("/search/batch", json={
+            "queries": ["glaciers carve valleys", "how to bake bread"], "k": 4})),
+    ]
+    for name, send in requests:
+        calls.clear()
+        r = send()
+        assert r.status_code == 200, (name, r.text)
+        assert len(calls) == 1, f"{name}: SearchParams.check ran {len(calls)} times"
+        assert calls[0]["k_max"] == K_MAX_HTTP, name
+
+
+def test_choices_come_from_lsr_params(client, mini_searcher):
+    """The schemas, GET /search and GET /ui/config offer what lsr.params defines, and nothing else."""
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    for model in ("SearchRequest", "BatchSearchRequest"):
+        props = schemas[model]["properties"]
+        assert props["mode"]["anyOf"][0]["enum"] == list(MODES)
+        assert props["speed"]["enum"] == list(SPEEDS) and props["speed"]["default"] == DEFAULT_SPEED
+        assert props["k"]["maximum"] == K_MAX_HTTP and props["k"]["default"] == DEFAULT_K
+    for mode in MODES:  # every known mode passes the schema; one the index lacks is refused by the Searcher
+        r = client.post("/search", json={"query": "bread", "k": 2, "mode": mode})
+        if mode in mini_searcher.modes:
+            assert r.status_code == 200 and r.json()["mode"] == mode, r.text
+        else:
+            assert r.status_code == 422 and "not available" in err(r)
+    r = client.get("/search", params={"q": "bread", "k": K_MAX_HTTP + 1})
+    assert r.status_code == 422 and f"less than or equal to {K_MAX_HTTP}" in err(r)
+    config = client.get("/ui/config").json()
+    assert config["modes"] == mini_searcher.modes and config["default_mode"] == mini_searcher.default_mode
+    assert config["all_modes"] == list(MODES) and config["speeds"] == list(SPEEDS)
+    assert config["default_speed"] == DEFAULT_SPEED and config["default_k"] == DEFAULT_K
+    assert config["k_max"] == config["max_k"] == K_MAX_HTTP
+    assert config["fusion_methods"] == list(FUSION_METHODS)
+    assert config["normalizations"] == list(NORMALIZATIONS)
+    assert list(config["mode_help"]) == mini_searcher.modes and all(config["mode_help"].values())

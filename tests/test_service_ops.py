@@ -152,14 +152,14 @@ def test_admin_reload(mini_searcher, mini_index):
 
 def test_health_answers_while_workers_are_busy(mini_searcher, monkeypatch):
     release = threading.Event()
-    real = mini_searcher.search
+    real = mini_searcher.query  # what the routes call on a worker thread
 
     def slow(*a, **kw):
         release.wait(10)
         return real(*a, **kw)
 
     with TestClient(create_app(Settings(index_path="unused", threads=1), searcher=mini_searcher)) as c:
-        monkeypatch.setattr(mini_searcher, "search", slow)
+        monkeypatch.setattr(mini_searcher, "query", slow)
         t = threading.Thread(target=lambda: c.post("/search", json={"query": Q}))
         t.start()
         time.sleep(0.2)  # the one worker is now stuck in the slow search

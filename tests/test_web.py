@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from lsr.params import K_MAX_HTTP
+
 CHROMIUM = Path("/usr/bin/chromium")
 QUERY = "why does a volcano erupt lava"
 
@@ -68,8 +70,9 @@ def wait_done(page, mode: str | None = None) -> None:
 
 
 def test_search_page(live_server, tmp_path):
-    stats = get_json(live_server + "/stats")
+    stats, config = get_json(live_server + "/stats"), get_json(live_server + "/ui/config")
     modes, default = stats["modes"], stats["default_mode"]
+    assert (config["modes"], config["default_mode"]) == (modes, default)
     other = next(m for m in ("sparse", "bm25", "hybrid", "dense") if m in modes and m != default)
 
     with sync_playwright() as p:
@@ -82,11 +85,16 @@ def test_search_page(live_server, tmp_path):
 
             page.goto(live_server + "/")
             assert page.title()
-            # the mode switch comes from GET /stats, the default mode checked
+            # the mode switch and the speed list come from GET /ui/config, the defaults selected
             page.wait_for_selector("#modes input[name=mode]", state="attached")
             shown = page.eval_on_selector_all("#modes input[name=mode]", "els => els.map(e => e.value)")
             assert shown == modes
             assert page.eval_on_selector("#modes input:checked", "e => e.value") == default
+            titles = page.eval_on_selector_all("#modes label", "els => els.map(e => e.title)")
+            assert titles == [config["mode_help"][m] for m in modes]
+            speeds = page.eval_on_selector_all("#speed option", "els => els.map(e => e.value)")
+            assert speeds == config["speeds"] and page.is_visible("#speed")
+            assert page.eval_on_selector("#speed", "e => e.value") == config["default_speed"]
 
             page.fill("#q", QUERY)
             page.press("#q", "Enter")
@@ -155,6 +163,7 @@ def test_search_page(live_server, tmp_path):
             assert "longer than" in page.inner_text("#error") and "422" in page.inner_text("#error")
             assert page.locator("#results li.hit").count() == 0
 
+            check_speed(page, config)
             check_chips(page, live_server, modes)
             check_weak_matches(page, modes)
             check_more_results(page, live_server, modes)
@@ -171,6 +180,23 @@ def search(page, query: str, mode: str) -> None:
     page.fill("#q", query)
     page.click("#go")
     wait_done(page, mode)
+
+
+def check_speed(page, config: dict) -> None:
+    """Another speed is sent with the search and kept in the address; the default is left out of it."""
+    other = next(s for s in config["speeds"] if s != config["default_speed"])
+    sent = []
+    page.fill("#q", QUERY)
+    page.click("#go")
+    wait_done(page)
+    page.on("request", lambda r: sent.append(r.post_data_json) if r.url.endswith("/search") else None)
+    page.select_option("#speed", other)  # re-runs the shown query
+    page.wait_for_function(f"location.search.includes('speed={other}')")
+    wait_done(page)
+    assert sent and sent[-1]["speed"] == other
+    page.select_option("#speed", config["default_speed"])
+    page.wait_for_function("!location.search.includes('speed=')")
+    wait_done(page)
 
 
 def check_chips(page, live_server: str, modes: list[str]) -> None:
@@ -216,7 +242,7 @@ def check_more_results(page, live_server: str, modes: list[str]) -> None:
     """"More results" raises k up to the largest k the server accepts (GET /ui/config), not further."""
     mode = "sparse" if "sparse" in modes else modes[0]
     config = get_json(live_server + "/ui/config")
-    assert config["max_k"] == 1000  # SearchRequest's bound
+    assert config["k_max"] == K_MAX_HTTP
     search(page, QUERY, mode)
     assert page.locator("#results li.hit").count() == 10 and page.is_visible("#more")
     page.click("#more")
@@ -225,7 +251,7 @@ def check_more_results(page, live_server: str, modes: list[str]) -> None:
     assert page.eval_on_selector("#k", "e => e.value") == "20"
     assert 10 < page.locator("#results li.hit").count() <= 20
     # with a server that allows 12 hits, the button stops at 12
-    page.route("**/ui/config", lambda route: route.fulfill(json={**config, "max_k": 12}))
+    page.route("**/ui/config", lambda route: route.fulfill(json={**config, "k_max": 12}))
     page.goto(live_server + f"/?q={QUERY}&mode={mode}")
     wait_done(page, mode)
     assert page.locator("#results li.hit").count() == 10 and page.is_visible("#more")

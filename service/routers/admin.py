@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Header
 
 from lsr.errors import LsrError
+from lsr.searcher import Searcher
 from lsr.service.errors import ApiError
 from lsr.service.routers.deps import SettingsDep, StateDep
 from lsr.service.schemas import ErrorOut, Reloaded, ReloadRequest
@@ -42,8 +43,6 @@ async def reload(state: StateDep, settings: SettingsDep,
                  body: Annotated[ReloadRequest | None, Body()] = None) -> Reloaded:
     """Reopen the index (or ``index_path``); the old one serves until the new one is open."""
     check_token(settings, authorization)
-    from lsr.searcher import Searcher
-
     path = Path(body.index_path) if body and body.index_path else Path(state.searcher.info["path"])
     async with state.reload_lock:
         t0 = time.perf_counter()

@@ -12,11 +12,14 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Query
 
-from lsr.hybrid import check_fusion
+from lsr.params import DEFAULT_K, DEFAULT_SPEED, K_MAX_HTTP, SearchParams
 from lsr.service.errors import ApiError
 from lsr.service.routers.deps import SettingsDep, StateDep
 from lsr.service.schemas import (
     DIGITS,
+    K_HELP,
+    MODE_HELP,
+    SPEED_HELP,
     BatchSearchRequest,
     BatchSearchResponse,
     EncodeRequest,
@@ -44,39 +47,28 @@ def _hit(h, fields) -> dict:
     return out
 
 
-def _fusion(searcher, mode: str | None, fusion: dict | None) -> tuple[str, dict | None]:
-    """The mode and the checked fusion for hybrid; with another mode the fusion goes on as given, for the
-    Searcher to refuse (a fusion applies only to hybrid)."""
-    mode = mode or searcher.default_mode
-    if mode == "hybrid" and mode in searcher.modes:
-        return mode, check_fusion(fusion if fusion is not None else searcher.default_fusion,
-                                  searcher.retrievers)
-    return mode, fusion
+def _params(searcher, body: SearchRequest | BatchSearchRequest) -> SearchParams:
+    """The request's one check against the served collection (422 naming the problem)."""
+    try:
+        return searcher.params(k=body.k, mode=body.mode, speed=body.speed, fusion=body.fusion,
+                               k_max=K_MAX_HTTP)
+    except ValueError as e:  # a mode the index lacks, a bad fusion, ...
+        raise ApiError(422, str(e)) from None
 
 
-def _truncated(searcher, query: str) -> bool:
-    if searcher.encoder is None or len(query) + 2 <= searcher.encoder.max_length:
-        return False  # a WordPiece token covers at least one character: no need to tokenize
-    return searcher.query_tokens(query)[1]
+def _fusion(result) -> dict | None:
+    return None if result.fusion is None else result.fusion.to_dict()
 
 
-def _search_one(searcher, body: SearchRequest) -> dict:
+def _search_one(searcher, body: SearchRequest, params: SearchParams) -> dict:
     t0 = time.perf_counter()
-    mode, fusion = _fusion(searcher, body.mode, body.fusion)
-    hits = searcher.search(body.query, body.k, mode=mode, fusion=fusion, speed=body.speed,
-                           with_text=bool(body.fields), explain=body.explain, filter_ids=body.filter_ids)
+    result = searcher.query([body.query], params, filter_ids=body.filter_ids, explain=body.explain,
+                            threads=1)[0]
+    hits = searcher.hits(result, with_text=bool(body.fields))
     took = (time.perf_counter() - t0) * 1000
-    return {"query": body.query, "speed": body.speed, "mode": mode, "fusion": fusion,
-            "took_ms": round(took, 3), "truncated": _truncated(searcher, body.query),
+    return {"query": body.query, "speed": params.speed, "mode": result.mode, "fusion": _fusion(result),
+            "took_ms": round(took, 3), "truncated": bool(result.truncated),
             "hits": [_hit(h, body.fields) for h in hits]}
-
-
-def _search_vector(searcher, body: SearchRequest, vector) -> dict:
-    t0 = time.perf_counter()
-    hits = searcher.search_vector(vector, body.k, speed=body.speed, with_text=bool(body.fields))
-    took = (time.perf_counter() - t0) * 1000
-    return {"query": body.query, "speed": body.speed, "mode": "sparse", "took_ms": round(took, 3),
-            "truncated": _truncated(searcher, body.query), "hits": [_hit(h, body.fields) for h in hits]}
 
 
 def _check(settings: Settings, queries: list[str], filter_ids: list[str] | None = None) -> None:
@@ -90,7 +82,7 @@ def _check(settings: Settings, queries: list[str], filter_ids: list[str] | None 
 async def _run(state, fn, *args):
     try:
         return await state.run(fn, *args)
-    except ValueError as e:  # a mode the index lacks, a bad fusion, ...
+    except ValueError as e:  # what only the search itself finds wrong
         raise ApiError(422, str(e)) from None
 
 
@@ -99,14 +91,8 @@ async def search_post(body: SearchRequest, state: StateDep, settings: SettingsDe
     """Top-k documents for a query: ``{"query": "...", "k": 10}``; ``explain``, ``fields``, ``filter_ids``."""
     _check(settings, [body.query], body.filter_ids)
     t0 = time.perf_counter()
-    searcher = state.searcher
-    plain = not body.explain and body.filter_ids is None and body.fusion is None
-    if state.batcher is not None and plain and (body.mode or searcher.default_mode) == "sparse" and \
-            searcher.encoder is not None:
-        vector = await state.batcher.encode(searcher, body.query)  # encoded with concurrent queries
-        out = await _run(state, _search_vector, searcher, body, vector)
-    else:
-        out = await _run(state, _search_one, searcher, body)
+    searcher = state.searcher  # one Searcher for the whole request, even across a reload
+    out = await _run(state, _search_one, searcher, body, _params(searcher, body))
     state.record(out["mode"], 1, time.perf_counter() - t0)
     return out
 
@@ -114,26 +100,25 @@ async def search_post(body: SearchRequest, state: StateDep, settings: SettingsDe
 @router.get("/search", response_model=SearchResponse, response_model_exclude_none=True, responses=ERRORS)
 async def search_get(state: StateDep, settings: SettingsDep,
                      q: Annotated[str, Query(description="the query text")],
-                     k: Annotated[int, Query(ge=1, le=1000, description="number of hits (1..1000)"),
-                                  DIGITS] = 10,
-                     speed: Annotated[Speed, Query(description="exact, safe, fast, fastest")] = "safe",
-                     mode: Annotated[Mode | None, Query(description="hybrid, sparse, dense, bm25")] = None,
+                     k: Annotated[int, Query(ge=1, le=K_MAX_HTTP, description=K_HELP), DIGITS] = DEFAULT_K,
+                     speed: Annotated[Speed, Query(description=SPEED_HELP)] = DEFAULT_SPEED,
+                     mode: Annotated[Mode | None, Query(description=MODE_HELP)] = None,
                      explain: Annotated[bool, Query(description="explain each hit")] = False) -> dict:
     """The same as ``POST /search``, as ``GET /search?q=...&k=...&speed=...&mode=...&explain=...``."""
     return await search_post(SearchRequest(query=q, k=k, speed=speed, mode=mode, explain=explain), state,
                              settings)
 
 
-def _search_batch(searcher, body: BatchSearchRequest) -> dict:
+def _search_batch(searcher, body: BatchSearchRequest, params: SearchParams) -> dict:
     t0 = time.perf_counter()
-    mode, fusion = _fusion(searcher, body.mode, body.fusion)
-    results = searcher.batch_hits(body.queries, body.k, mode=mode, fusion=fusion, speed=body.speed,
-                                  with_text=bool(body.fields))
+    results = searcher.query(body.queries, params)
+    with_text = bool(body.fields)
+    out = [{"query": q, "truncated": bool(r.truncated),
+            "hits": [_hit(h, body.fields) for h in searcher.hits(r, with_text=with_text)]}
+           for q, r in zip(body.queries, results)]
     took = (time.perf_counter() - t0) * 1000
-    return {"speed": body.speed, "mode": mode, "fusion": fusion, "took_ms": round(took, 3),
-            "results": [{"query": q, "truncated": _truncated(searcher, q), "hits": [_hit(h, body.fields)
-                                                                                    for h in hits]}
-                        for q, hits in zip(body.queries, results)]}
+    return {"speed": params.speed, "mode": results[0].mode, "fusion": _fusion(results[0]),
+            "took_ms": round(took, 3), "results": out}
 
 
 @router.post("/search/batch", response_model=BatchSearchResponse, response_model_exclude_none=True,
@@ -144,9 +129,17 @@ async def search_batch(body: BatchSearchRequest, state: StateDep, settings: Sett
         raise ApiError(422, f"{len(body.queries)} queries in one batch; at most {settings.max_batch}")
     _check(settings, body.queries)
     t0 = time.perf_counter()
-    out = await _run(state, _search_batch, state.searcher, body)
+    searcher = state.searcher
+    out = await _run(state, _search_batch, searcher, body, _params(searcher, body))
     state.record(out["mode"], len(body.queries), time.perf_counter() - t0)
     return out
+
+
+def _cut(searcher, text: str) -> bool:
+    """Whether the SPLADE encoder cuts ``text`` at its max length."""
+    if len(text) + 2 <= searcher.encoder.max_length:
+        return False  # a WordPiece token covers at least one character: no need to tokenize
+    return searcher.query_tokens(text)[1]
 
 
 def _encode(searcher, body: EncodeRequest) -> dict:
@@ -161,7 +154,7 @@ def _encode(searcher, body: EncodeRequest) -> dict:
     seen = enc.tokenizer(body.text, truncation=True, max_length=enc.max_length, verbose=False)["input_ids"]
     own = set(enc.tokenizer.convert_ids_to_tokens(seen))
     return {"terms": [(t, float(w)) for t, w in zip(tokens, batch.values[order].tolist())], "nnz": batch.nnz,
-            "expansion": [t for t in tokens if t not in own], "truncated": _truncated(searcher, body.text)}
+            "expansion": [t for t in tokens if t not in own], "truncated": _cut(searcher, body.text)}
 
 
 @router.post("/encode", response_model=EncodeResponse, responses=ERRORS)

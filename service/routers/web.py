@@ -1,10 +1,11 @@
 """``GET /``: the search page (plain HTML and a small script from ``service/static``, no build step), its
-icon at ``/favicon.ico`` and ``GET /ui/config``: the limits the page must respect, read from the API's own
-request models, so that they are written down once.
+icon at ``/favicon.ico`` and ``GET /ui/config``: the choices and limits the page offers and respects (modes,
+speeds, the largest ``k``, fusion methods ...), from :mod:`lsr.params` and the served index, so that they
+are written down once.
 
 Example:
     >>> import httpx                                                           # doctest: +SKIP
-    >>> httpx.get("http://127.0.0.1:8000/ui/config").json()["max_k"]           # doctest: +SKIP
+    >>> httpx.get("http://127.0.0.1:8000/ui/config").json()["k_max"]           # doctest: +SKIP
     1000
 """
 
@@ -15,19 +16,26 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
 
+from lsr.params import DEFAULT_K, DEFAULT_SPEED, FUSION_METHODS, K_MAX_HTTP, MODES, NORMALIZATIONS, SPEEDS
 from lsr.service.errors import ApiError
-from lsr.service.routers.deps import SettingsDep
-from lsr.service.schemas import SearchRequest
+from lsr.service.routers.deps import SettingsDep, StateDep
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 ICON = STATIC / "favicon.svg"
 router = APIRouter(include_in_schema=False)
 
 
-def max_k() -> int:
-    """The largest ``k`` that ``POST /search`` accepts (the ``le`` bound of :class:`SearchRequest`)."""
-    bounds = [m.le for m in SearchRequest.model_fields["k"].metadata if getattr(m, "le", None) is not None]
-    return int(min(bounds))
+def _first_sentence(doc: str | None) -> str:
+    text = " ".join((doc or "").strip().split("\n\n")[0].split()).replace("``", "")
+    return text.split(". ")[0].rstrip(".")
+
+
+def mode_help(searcher) -> dict[str, str]:
+    """A line on each mode of ``searcher``: the first sentence of its retriever class's docstring."""
+    out = {"hybrid": "fuses every retriever of the index"}
+    for name in searcher.retrievers:
+        out[name] = _first_sentence(type(searcher.retriever(name)).__doc__) or name
+    return {m: out[m] for m in searcher.modes if m in out}
 
 
 @router.get("/")
@@ -48,6 +56,12 @@ async def favicon():
 
 
 @router.get("/ui/config")
-async def config(settings: SettingsDep) -> dict:
-    """What the page needs to know: the most hits one search returns and the longest query."""
-    return {"max_k": max_k(), "max_query_chars": settings.max_query_chars}
+async def config(settings: SettingsDep, state: StateDep) -> dict:
+    """What the page offers and respects: the index's modes (``all_modes``: every known one) with a line on
+    each, the speeds, the largest ``k`` (``max_k``: its former name), the longest query, fusion choices."""
+    searcher = state.searcher
+    return {"modes": list(searcher.modes), "default_mode": searcher.default_mode, "all_modes": list(MODES),
+            "mode_help": mode_help(searcher), "speeds": list(SPEEDS), "default_speed": DEFAULT_SPEED,
+            "k_max": K_MAX_HTTP, "max_k": K_MAX_HTTP, "default_k": DEFAULT_K,
+            "max_query_chars": settings.max_query_chars, "fusion_methods": list(FUSION_METHODS),
+            "normalizations": list(NORMALIZATIONS)}

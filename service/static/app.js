@@ -1,5 +1,6 @@
 // lsr-engine search page: plain DOM, no build step, nothing fetched from outside this server.
-// GET /stats gives the modes, GET /ui/config the largest k; POST /search (explain) gives the hits; POST
+// GET /ui/config gives the modes, speeds and largest k (from the server's one list of choices), GET /stats
+// the index facts; POST /search (explain) gives the hits; POST
 // /encode tells which matched terms are SPLADE expansion terms (in the query vector, not in the query text).
 // Matched WordPiece pieces are shown joined into the words they form (check + ##mate: "checkmate"),
 // stop-word expansions are left out, and the raw terms sit behind an expander.
@@ -8,15 +9,10 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const form = $("search-form"), input = $("q"), modesBox = $("modes"), kSelect = $("k");
+  const speedBox = $("speed-box"), speedSelect = $("speed");
   const results = $("results"), statusEl = $("status"), errorEl = $("error"), noticeEl = $("notice");
   const legend = $("legend"), goButton = $("go"), moreButton = $("more");
 
-  const MODE_HELP = {
-    hybrid: "fuses every retriever of the index",
-    sparse: "SPLADE learned sparse vectors",
-    dense: "dense embeddings (MiniLM)",
-    bm25: "BM25 over words",
-  };
   const SNIPPET_CHARS = 300;
   const MAX_CHIPS = 24;
   const STOP = new Set(("a an and are as at be but by for from has have had how i if in into is it its me my " +
@@ -24,8 +20,8 @@
     "when where which while who whom why will with would you your does do did can could should about also " +
     "been being all any both each more most other some same too very just only").split(" "));
 
-  let stats = null;
-  let maxK = null;                   // the largest k the server accepts (GET /ui/config)
+  let config = null;                 // GET /ui/config: modes (with a line on each), speeds, k_max, ...
+  let maxK = null;                   // the largest k the server accepts (config.k_max)
   let seq = 0;                       // the latest search; older answers are dropped
   const encodeCache = new Map();     // query text -> Set of expansion tokens (or null when unknown)
 
@@ -153,43 +149,60 @@
     return checked ? checked.value : null;
   }
 
-  function renderModes(modes, current) {
+  function renderModes(modes, current, help) {
     const legendEl = modesBox.querySelector("legend");
     modesBox.replaceChildren(legendEl);
     for (const mode of modes) {
       const id = "mode-" + mode;
       modesBox.append(el("span", {class: "mode"},
         el("input", {type: "radio", name: "mode", id, value: mode, checked: mode === current}),
-        el("label", {for: id, title: MODE_HELP[mode] || mode}, mode)));
+        el("label", {for: id, title: help[mode] || mode}, mode)));
     }
   }
 
-  async function loadStats() {
-    try {
-      stats = await api("/stats");
-    } catch (err) {
-      showError(err);
-      modesBox.hidden = true;
-      return;
-    }
-    const modes = Array.isArray(stats.modes) && stats.modes.length ? stats.modes : [stats.default_mode];
-    const wanted = new URLSearchParams(location.search).get("mode");
-    renderModes(modes, modes.includes(wanted) ? wanted : (stats.default_mode || modes[0]));
-    modesBox.hidden = modes.length < 2;
-    const parts = [];
-    if (typeof stats.documents === "number") parts.push(`${stats.documents.toLocaleString()} documents`);
-    if (stats.model) parts.push(`model ${stats.model}`);
-    parts.push(`modes: ${modes.join(", ")}`);
-    $("index-info").textContent = parts.join(" · ");
+  function selectedSpeed() {
+    return speedBox.hidden ? null : speedSelect.value || null;
+  }
+
+  function renderSpeeds(speeds, current) {
+    speedSelect.replaceChildren(...speeds.map((s) => el("option", {value: s, selected: s === current}, s)));
+    speedBox.hidden = speeds.length < 2;
   }
 
   async function loadConfig() {
     try {
-      const config = await api("/ui/config");
-      if (Number.isInteger(config.max_k) && config.max_k > 0) maxK = config.max_k;
+      config = await api("/ui/config");
     } catch (err) {
-      maxK = null;  // an older server: the "more results" button stays hidden
+      showError(err);
+      modesBox.hidden = true;
+      speedBox.hidden = true;
+      return;
     }
+    const k = config.k_max ?? config.max_k;  // max_k: its name on older servers
+    maxK = Number.isInteger(k) && k > 0 ? k : null;
+    const wanted = new URLSearchParams(location.search);
+    const modes = Array.isArray(config.modes) && config.modes.length ? config.modes : [config.default_mode];
+    const mode = wanted.get("mode");
+    renderModes(modes, modes.includes(mode) ? mode : (config.default_mode || modes[0]), config.mode_help || {});
+    modesBox.hidden = modes.length < 2;
+    const speeds = Array.isArray(config.speeds) ? config.speeds : [];
+    const speed = wanted.get("speed");
+    renderSpeeds(speeds, speeds.includes(speed) ? speed : config.default_speed);
+  }
+
+  async function loadStats() {  // the index facts of the info line
+    let stats;
+    try {
+      stats = await api("/stats");
+    } catch (err) {
+      showError(err);
+      return;
+    }
+    const parts = [];
+    if (typeof stats.documents === "number") parts.push(`${stats.documents.toLocaleString()} documents`);
+    if (stats.model) parts.push(`model ${stats.model}`);
+    if (Array.isArray(stats.modes)) parts.push(`modes: ${stats.modes.join(", ")}`);
+    $("index-info").textContent = parts.join(" · ");
   }
 
   // ---- search --------------------------------------------------------------------------------------
@@ -223,7 +236,7 @@
 
   async function search() {
     const query = input.value;
-    const mode = selectedMode();
+    const mode = selectedMode(), speed = selectedSpeed();
     const k = parseInt(kSelect.value, 10) || 10;
     const my = ++seq;
     clearError();
@@ -240,11 +253,13 @@
     const params = new URLSearchParams();
     params.set("q", query);
     if (mode) params.set("mode", mode);
+    if (speed && config && speed !== config.default_speed) params.set("speed", speed);
     history.replaceState(null, "", "?" + params.toString());
 
     const body = {query, k, explain: true, fields: ["title", "text"]};
     if (mode) body.mode = mode;
-    const effective = mode || (stats && stats.default_mode);
+    if (speed) body.speed = speed;
+    const effective = mode || (config && config.default_mode);
     const wantsExpansion = query.trim() && (effective === "sparse" || effective === "hybrid" || !effective);
     try {
       const [res, expansion] = await Promise.all([
@@ -343,7 +358,7 @@
   }
 
   function renderRetrievers(retrievers) {
-    const order = ((stats && stats.modes) || []).filter((m) => m in retrievers);
+    const order = ((config && config.modes) || []).filter((m) => m in retrievers);
     for (const name of Object.keys(retrievers)) if (!order.includes(name)) order.push(name);
     return el("ul", {class: "retrievers", "aria-label": "Per-retriever score and rank"},
       order.map((name) => {
@@ -462,14 +477,16 @@
     setK(Math.min(maxK, k * 2));
     search();
   });
-  modesBox.addEventListener("change", () => {
-    if (input.value.trim() && results.dataset.state) search();  // re-run the shown query in the new mode
-  });
+  const rerun = () => {
+    if (input.value.trim() && results.dataset.state) search();  // the shown query, in the new mode or speed
+  };
+  modesBox.addEventListener("change", rerun);
+  speedSelect.addEventListener("change", rerun);
 
   (async function init() {
     const q = new URLSearchParams(location.search).get("q");
     if (q) input.value = q;
-    await Promise.all([loadStats(), loadConfig()]);
+    await Promise.all([loadConfig(), loadStats()]);
     if (q && q.trim()) search();
     else input.focus();
   })();
