@@ -1,4 +1,5 @@
-"""``Collection``: one index folder: its typed manifest, its row space (ids), its documents and its retrievers.
+"""``Collection``: one index folder: its typed manifest, its row space (ids), its documents and its
+retrievers.
 
 The collection owns the folder: :func:`lsr.manifest.load_manifest` / :func:`lsr.manifest.write_manifest` are
 its only reader and writer, the ids (``ids.txt``: row i is document ``ids[i]``) and the document store
@@ -226,7 +227,8 @@ class Collection:
             tmp = Path(tmp)
             ctx = BuildContext(folder=tmp, texts=[records[i].content for i in order.tolist()], ids=ids,
                                config=config, splade_vectors=permute_rows(vectors, order),
-                               splade_encoder=encoder, dense_encoder=dense_encoder, show_progress=show_progress)
+                               splade_encoder=encoder, dense_encoder=dense_encoder,
+                               show_progress=show_progress)
             del vectors
             entries = {n: retriever_class(n).build(ctx, n) for n in config.retrievers}
             DocStore.write(tmp / DOCSTORE_FILE, ((r.id, r.title, r.text) for r in records))

@@ -21,7 +21,8 @@ __all__ = ["IndexSummary", "encode_corpus", "index_corpus", "permute_rows"]
 _CONFIG_KEYWORDS = {f.name for f in dataclasses.fields(BuildConfig)} | {"bm25_analyzer", "dense_kind"}
 
 
-def index_corpus(corpus: str | Path, out: str | Path, *, config: BuildConfig | None = None, encoder: Any = None,
+def index_corpus(corpus: str | Path, out: str | Path, *, config: BuildConfig | None = None,
+                 encoder: Any = None,
                  dense_encoder: Any = None, device: str = "auto", skip_bad: bool = False,
                  overwrite: bool = False, limit: int | None = None, show_progress: bool = True,
                  corpus_name: str | None = None, **settings: Any) -> IndexSummary:
@@ -35,7 +36,9 @@ def index_corpus(corpus: str | Path, out: str | Path, *, config: BuildConfig | N
     unknown = set(settings) - _CONFIG_KEYWORDS
     if unknown:
         raise TypeError(f"index_corpus() got unexpected keyword(s) {sorted(unknown)}")
-    config = dataclasses.replace(config or BuildConfig(), **settings) if settings else (config or BuildConfig())
+    config = config or BuildConfig()
+    if settings:
+        config = dataclasses.replace(config, **settings)
     return Collection.build(corpus, out, config=config, device=device, encoder=encoder,
                             dense_encoder=dense_encoder, skip_bad=skip_bad, overwrite=overwrite, limit=limit,
                             show_progress=show_progress, corpus_name=corpus_name)

@@ -210,7 +210,8 @@ def _migrate_v2(folder: Path, raw: dict, where: str) -> Manifest:
             b = sides["bm25"]
             retrievers["bm25"] = RetrieverEntry(
                 kind="bm25", dir="bm25", settings={"analyzer": b.get("analyzer"), "k1": b.get("k1"),
-                                                   "b": b.get("b"), "stats": "bm25.json", "ids": "docids.txt"})
+                                                   "b": b.get("b"), "stats": "bm25.json",
+                                                   "ids": "docids.txt"})
             build.update(bm25=True, bm25_analyzer=b.get("analyzer", "wordpiece"))
         try:
             config = BuildConfig(**build)

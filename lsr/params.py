@@ -115,10 +115,12 @@ class FusionSpec:
         if isinstance(fusion, FusionSpec):
             fusion = fusion.to_dict()
         if not isinstance(fusion, Mapping):
-            raise ValueError(f"fusion must be an object like {{'method': 'rrf'}}, got {type(fusion).__name__}")
+            raise ValueError("fusion must be an object like {'method': 'rrf'}, got "
+                             f"{type(fusion).__name__}")
         unknown = set(fusion) - {"method", "weights", "normalization", "k", "depth", "tuned"}
         if unknown:
-            raise ValueError(f"unknown fusion field(s) {sorted(unknown)}: use method, weights, normalization, "
+            raise ValueError(f"unknown fusion field(s) {sorted(unknown)}: use method, weights, "
+                             "normalization, "
                              "k, depth")
         method = fusion.get("method", "convex")
         if method not in FUSION_METHODS:
@@ -205,9 +207,11 @@ class SearchParams:
 
     @classmethod
     def check(cls, *, k: Any = DEFAULT_K, mode: Any = None, speed: Any = DEFAULT_SPEED, fusion: Any = None,
-              k_max: int = K_MAX, available: Sequence[str] | None = None) -> "SearchParams":
+              k_max: int = K_MAX, available: Sequence[str] | None = None,
+              default_fusion: "FusionSpec | None" = None) -> "SearchParams":
         """Validated parameters (ValueError naming the problem). ``available``: the collection's
-        retrievers, to check the mode and fusion against them and resolve the default mode."""
+        retrievers, to check the mode and fusion against them and resolve the default mode;
+        ``default_fusion``: hybrid's fusion when none is given (the collection's)."""
         check_k(k, limit=k_max)
         speed_params(speed)
         if mode is not None and mode not in MODES:
@@ -223,6 +227,8 @@ class SearchParams:
                 raise ValueError(f"fusion applies only to mode 'hybrid', not {mode!r}: leave fusion out or "
                                  "use mode 'hybrid'")
             spec = FusionSpec.check(fusion, available)
+        elif mode == "hybrid":
+            spec = default_fusion
         return cls(k=k, mode=mode, speed=speed, fusion=spec)
 
     @property
@@ -276,7 +282,8 @@ class BuildConfig:
         for name, choices in (("quantization", QUANTIZATIONS), ("dense_kind", DENSE_KINDS),
                               ("bm25_analyzer", BM25_ANALYZERS)):
             if getattr(self, name) not in choices:
-                raise ValueError(f"{name.replace('_', ' ')} must be one of {choices}, got {getattr(self, name)!r}")
+                raise ValueError(f"{name.replace('_', ' ')} must be one of {choices}, "
+                                 f"got {getattr(self, name)!r}")
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(f"model must be a model name or folder, got {self.model!r}")
         if self.dense is not None and (not isinstance(self.dense, str) or not self.dense):
@@ -285,7 +292,8 @@ class BuildConfig:
     @property
     def retrievers(self) -> tuple[str, ...]:
         """The retrievers this configuration builds, in :data:`RETRIEVERS` order."""
-        on = {"sparse": True, "dense": self.dense is not None, "bm25": self.bm25, "sparse-idf": self.sparse_idf}
+        on = {"sparse": True, "dense": self.dense is not None, "bm25": self.bm25,
+              "sparse-idf": self.sparse_idf}
         return tuple(r for r in RETRIEVERS if on[r])
 
     def settings(self) -> dict:

@@ -2,7 +2,8 @@
 
 A search goes: :meth:`Searcher.params` (the one check of k, mode, speed and fusion, into a
 :class:`lsr.params.SearchParams`) -> :meth:`Searcher.query` (each retriever encodes and searches, in the
-collection's rows; hybrid fuses the lists on arrays) -> :class:`SearchResult` (arrays) -> :meth:`Searcher.hits`
+collection's rows; hybrid fuses the lists on arrays) -> :class:`SearchResult` (arrays) ->
+:meth:`Searcher.hits`
 (documents attached) or a run dict for ranx / ir-measures (:meth:`Searcher.batch_search`).
 """
 
@@ -81,7 +82,8 @@ class Searcher:
     def load(cls, path: str | Path, *, model: str | None = None, device: str = "auto",
              load_encoder: bool = True, verify: bool = False) -> "Searcher":
         """Open ``path`` (an index folder). ``model`` overrides the encoder recorded in the manifest."""
-        return cls(Collection.open(path, model=model, device=device, load_encoders=load_encoder, verify=verify))
+        return cls(Collection.open(path, model=model, device=device, load_encoders=load_encoder,
+                                   verify=verify))
 
     # -- what the collection has -------------------------------------------------------------------------
     @property
@@ -126,7 +128,8 @@ class Searcher:
         """Deprecated: ``{"dense": (index, encoder), "bm25": (index, encoder)}``; use :meth:`retriever`."""
         warnings.warn("Searcher.sides is deprecated: use Searcher.retriever(name).index / .encoder",
                       DeprecationWarning, stacklevel=2)
-        return {n: (r.index, r.encoder) for n, r in self.collection.retrievers.items() if n in ("dense", "bm25")}
+        old = ("dense", "bm25")
+        return {n: (r.index, r.encoder) for n, r in self.collection.retrievers.items() if n in old}
 
     # -- the one check of a search's parameters -----------------------------------------------------------
     def params(self, *, k: Any = 10, mode: Any = None, speed: Any = DEFAULT_SPEED, fusion: Any = None,
@@ -138,13 +141,10 @@ class Searcher:
             >>> Searcher.load("my-index").params(k=5, mode="bm25")     # doctest: +SKIP
             SearchParams(k=5, mode='bm25', speed='safe', fusion=None)
         """
-        if isinstance(fusion, Mapping) and not fusion.get("weights"):  # the retrievers hybrid fuses by default
+        if isinstance(fusion, Mapping) and not fusion.get("weights"):  # those hybrid fuses by default
             fusion = {**fusion, "weights": {n: 1.0 for n in self.collection.manifest.fused_by_default}}
-        p = SearchParams.check(k=k, mode=mode, speed=speed, fusion=fusion, k_max=k_max,
-                               available=self.retrievers)
-        if p.mode == "hybrid" and p.fusion is None:
-            p = p.replace(fusion=self.collection.default_fusion())
-        return p
+        return SearchParams.check(k=k, mode=mode, speed=speed, fusion=fusion, k_max=k_max,
+                                  available=self.retrievers, default_fusion=self.collection.default_fusion())
 
     # -- searching ----------------------------------------------------------------------------------------
     def _used(self, params: SearchParams) -> list[tuple[str, Retriever, float]]:
@@ -178,8 +178,10 @@ class Searcher:
         t0 = time.perf_counter()
         if hybrid:
             f = params.fusion
-            out = fuse_ranked([parts[n] for n, _, _ in used], weights=[w for _, _, w in used], method=f.method,
-                              normalization=f.normalization, k=f.k, mins=[r.theoretical_min for _, r, _ in used],
+            out = fuse_ranked([parts[n] for n, _, _ in used], weights=[w for _, _, w in used],
+                              method=f.method,
+                              normalization=f.normalization, k=f.k, mins=[r.theoretical_min for _, r,
+                                                                          _ in used],
                               n_rows=len(self.collection), top=params.k, tiebreak=self.collection.id_rank)
         else:
             out = parts[used[0][0]]
@@ -194,7 +196,8 @@ class Searcher:
             ex = self._explain(used, encoded, parts, i, rows) if explain else None
             results.append(SearchResult(rows=rows, ids=self.collection.ids[rows], scores=scores,
                                         mode=params.mode, fusion=params.fusion, truncated=truncated,
-                                        timings=timings, parts={n: parts[n][i] for n in parts} if hybrid else {},
+                                        timings=timings,
+                                        parts={n: parts[n][i] for n in parts} if hybrid else {},
                                         explanations=ex, weak=weak))
         return results
 
@@ -224,7 +227,8 @@ class Searcher:
         weak = result.weak.tolist() if result.weak is not None else [None] * len(ids)
         return [Hit(id=i, score=float(s), rank=r, title=d.title if d else "", text=d.text if d else "",
                     explanation=e, weak=None if w is None else bool(w))
-                for r, (i, s, d, e, w) in enumerate(zip(ids, result.scores.tolist(), docs, ex, weak), start=1)]
+                for r, (i, s, d, e, w) in enumerate(zip(ids, result.scores.tolist(), docs, ex, weak),
+                                                    start=1)]
 
     @staticmethod
     def _texts(queries: Sequence[str]) -> list[str]:

@@ -88,7 +88,8 @@ class BM25Retriever(Retriever):
     def build(cls, ctx: BuildContext, name: str) -> RetrieverEntry:
         cfg = ctx.config
         enc = BM25Encoder.fit(ctx.texts, analyzer=cfg.bm25_analyzer, tokenizer=ctx.splade_encoder.tokenizer)
-        SparseIndex.write_into(ctx.folder / name, enc.encode_documents(ctx.texts), None, quantization="float32",
+        SparseIndex.write_into(ctx.folder / name, enc.encode_documents(ctx.texts), None,
+                               quantization="float32",
                                reorder=False)
         (ctx.folder / name / STATS_FILE).write_text(enc.to_json())
         return RetrieverEntry(kind=cls.kind, dir=name, files=tuple(folder_files(ctx.folder, name)),

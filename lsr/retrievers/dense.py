@@ -36,7 +36,7 @@ class DenseRetriever(Retriever):
     def open(cls, ctx: OpenContext, name: str, entry: RetrieverEntry) -> "DenseRetriever":
         from lsr.index.dense import DenseIndex  # faiss: only for a collection with a dense retriever
 
-        if entry.dir != ".":  # the faiss file is checked against the collection manifest before faiss reads it
+        if entry.dir != ".":  # faiss reads its file unchecked: first its sha256 against the manifest
             storage.verify_listed(ctx.path, entry.files)
         index = DenseIndex.load(ctx.path / entry.dir, verify=entry.dir == ".")
         if len(index) != len(ctx.ids):
@@ -50,7 +50,8 @@ class DenseRetriever(Retriever):
             encoder = DenseEncoder.from_pretrained(info.get("name", DEFAULT_DENSE_MODEL), device=ctx.device,
                                                    max_length=int(info.get("max_length", DEFAULT_MAX_LENGTH)))
             if encoder.dim != index.dim:
-                raise IndexFormatError(f"{ctx.path}: dense encoder {info.get('name')!r} makes {encoder.dim}-d "
+                raise IndexFormatError(f"{ctx.path}: dense encoder {info.get('name')!r} makes "
+                                       f"{encoder.dim}-d "
                                        f"vectors, the dense index holds {index.dim}-d ones")
         return cls(index, encoder)
 
@@ -58,11 +59,13 @@ class DenseRetriever(Retriever):
     def build(cls, ctx: BuildContext, name: str) -> RetrieverEntry:
         from lsr.index.dense import DenseIndex
 
-        vectors = ctx.dense_encoder.encode_documents(ctx.texts, batch_size=64, show_progress=ctx.show_progress)
+        vectors = ctx.dense_encoder.encode_documents(ctx.texts, batch_size=64,
+                                                     show_progress=ctx.show_progress)
         index = DenseIndex.build(vectors, kind=ctx.config.dense_kind)
         index.save(ctx.folder / name)
         return RetrieverEntry(kind=cls.kind, dir=name, encoder=ctx.dense_encoder.describe(),
-                              settings={"index": index.describe()}, files=tuple(folder_files(ctx.folder, name)))
+                              settings={"index": index.describe()},
+                              files=tuple(folder_files(ctx.folder, name)))
 
     def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         if self.encoder is None:

@@ -79,7 +79,8 @@ class SparseIdfRetriever(Retriever):
         idf = idf_table(ctx.texts, ctx.splade_encoder.tokenizer, vocab)
         save_array(ctx.folder, f"{name}/{IDF_FILE}", idf)
         return RetrieverEntry(kind=cls.kind, dir=name, files=tuple(folder_files(ctx.folder, name)),
-                              settings={"documents": "sparse", "idf": "bm25", "max_length": ctx.config.max_length,
+                              settings={"documents": "sparse", "idf": "bm25",
+                                        "max_length": ctx.config.max_length,
                                         "tokenizer": ctx.splade_encoder.describe().get("name")})
 
     def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64) -> SparseBatch:
@@ -98,7 +99,8 @@ class SparseIdfRetriever(Retriever):
     def truncated(self, text: str) -> bool:
         if self.encoder is None or len(text) <= self.max_length:
             return False
-        return len(self.encoder(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]) \
+        return len(self.encoder(text, add_special_tokens=False, truncation=False,
+                                verbose=False)["input_ids"]) \
             > self.max_length
 
     def search(self, Q: SparseBatch, k: int, *, params: SearchParams, threads: int | None = None) -> Ranked:

@@ -1,4 +1,5 @@
-"""``sparse``: SPLADE document and query vectors in a block-max inverted index (:class:`lsr.index.SparseIndex`).
+"""``sparse``: SPLADE document and query vectors in a block-max inverted index
+(:class:`lsr.index.SparseIndex`).
 
 Example:
     >>> from lsr.collection import Collection
@@ -77,7 +78,8 @@ class SpladeRetriever(Retriever):
             if not model:
                 raise IndexFormatError(f"{ctx.path}: the manifest names no encoder; pass model=...")
             encoder = SpladeEncoder.from_pretrained(model, device=ctx.device,
-                                                    max_length=int(info.get("max_length", DEFAULT_MAX_LENGTH)))
+                                                    max_length=int(info.get("max_length",
+                                                                            DEFAULT_MAX_LENGTH)))
             if encoder.vocab_size > index.vocab_size:
                 raise IndexFormatError(
                     f"{ctx.path}: encoder {model!r} has a vocabulary of {encoder.vocab_size} terms but the "
@@ -88,7 +90,8 @@ class SpladeRetriever(Retriever):
     def build(cls, ctx: BuildContext, name: str) -> RetrieverEntry:
         cfg = ctx.config
         written = SparseIndex.write_into(ctx.folder / name, ctx.splade_vectors, None,
-                                         quantization=cfg.quantization, block_size=cfg.block_size, reorder=False)
+                                         quantization=cfg.quantization, block_size=cfg.block_size,
+                                         reorder=False)
         return RetrieverEntry(kind=cls.kind, dir=name, encoder=ctx.splade_encoder.describe(),
                               settings={"quantization": cfg.quantization, "block_size": cfg.block_size,
                                         "postings": int(written["nnz"])},
