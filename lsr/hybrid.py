@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from lsr.params import MODES, FusionSpec
@@ -24,6 +25,8 @@ THEORETICAL_MIN = {kind: retriever_class(kind).theoretical_min for kind in KINDS
 
 def check_fusion(fusion: Any, available: list[str], *, mode: str = "hybrid") -> dict:
     """Deprecated: :meth:`lsr.params.FusionSpec.check` (this returns its JSON form)."""
+    warnings.warn("lsr.hybrid.check_fusion is deprecated: use lsr.params.FusionSpec.check",
+                  DeprecationWarning, stacklevel=2)
     if mode != "hybrid":
         raise ValueError(f"fusion applies only to mode 'hybrid', not {mode!r}: leave fusion out or use "
                          "mode 'hybrid'")
@@ -32,6 +35,8 @@ def check_fusion(fusion: Any, available: list[str], *, mode: str = "hybrid") -> 
 
 def default_fusion(manifest: dict) -> dict:
     """Deprecated: :meth:`lsr.manifest.Manifest.default_fusion` (for a raw format-2 manifest dict)."""
+    warnings.warn("lsr.hybrid.default_fusion is deprecated: use lsr.manifest.Manifest.default_fusion",
+                  DeprecationWarning, stacklevel=2)
     tuned = manifest.get("fusion")
     if isinstance(tuned, dict) and tuned.get("method"):
         return dict(tuned)

@@ -5,7 +5,14 @@ import math
 import pytest
 
 from lsr.fusion import convex, fuse, normalize, rrf
-from lsr.hybrid import check_fusion
+from lsr.params import FusionSpec, SearchParams
+
+
+def check_fusion(fusion, available, *, mode="hybrid"):
+    """The checked fusion's JSON form, through the one owner of the check (lsr.params)."""
+    if mode != "hybrid":  # refused by the request check
+        SearchParams.check(mode=mode, fusion=fusion, available=available)
+    return FusionSpec.check(fusion, available).to_dict()
 
 SPARSE = {"q1": {"a": 12.0, "b": 10.0, "c": 4.0}, "q2": {"x": 3.0}}
 DENSE = {"q1": {"b": 0.9, "d": 0.7, "a": 0.5}, "q3": {"y": 0.2, "z": 0.1}}
@@ -137,3 +144,12 @@ def test_check_fusion_only_for_hybrid():
         with pytest.raises(ValueError, match=f"fusion applies only to mode 'hybrid'.*'{mode}'"):
             check_fusion({"method": "rrf"}, ["sparse", "dense", "bm25"], mode=mode)
     assert check_fusion({"method": "rrf"}, ["sparse", "dense"], mode="hybrid")["method"] == "rrf"
+
+
+def test_deprecated_check_fusion_warns_and_answers_as_before():
+    from lsr.hybrid import check_fusion as old
+
+    with pytest.warns(DeprecationWarning, match="FusionSpec.check"):
+        out = old({"weights": {"sparse": 3, "dense": 1}}, ["sparse", "dense"])
+    assert out["weights"] == {"sparse": 0.75, "dense": 0.25}
+    assert FusionSpec.check({"weights": {"sparse": 3, "dense": 1}}).to_dict() == out
