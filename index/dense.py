@@ -27,8 +27,9 @@ import numpy as np
 from lsr.errors import IndexFormatError
 from lsr.index import _validate as V
 from lsr.index.storage import verify_listed
+from lsr.params import DENSE_KINDS
 
-KINDS = ("flat", "hnsw", "ivf")
+KINDS = DENSE_KINDS  # defined once, in lsr.params
 INDEX_FILE = "dense/faiss.index"
 META_FILE = "dense/dense.json"
 _PARAM_MAX = 1 << 20  # bound of the integer search/build parameters in dense.json

@@ -38,9 +38,9 @@ from lsr.index import _kernels as K
 from lsr.index import _validate as V
 from lsr.index._pool import BufferPool as _BufferPool
 from lsr.index.storage import atomic_folder, load_array, read_manifest, save_array, write_manifest
+from lsr.params import DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, QUANTIZATIONS
 from lsr.types import SparseBatch
 
-QUANTIZATIONS = ("uint8", "float32")
 MAX_K = 100_000
 DOCIDS = "docids.txt"
 SPARSE_FILES = {
@@ -68,9 +68,7 @@ _IMPACT_DTYPES = {"uint8": np.uint8, "float32": np.float32}
 _MAX_CHUNK = 64  # queries per work item of batch search
 
 ALGORITHMS = ("bmp", "exact")
-DEFAULT_BLOCK_SIZE = 8
 DEFAULT_REORDER = True
-MIN_BLOCK_SIZE, MAX_BLOCK_SIZE = 8, 256
 DENSE_FRACTION = 1 / 3  # a term present in at least this share of blocks gets a dense row of block maxima
 SEED_LEVELS = (1, 10, 100, 1000, 10000)  # depths of the per-term k-th impact seeds
 SUPERBLOCK_DOCS = 256  # documents per superblock (coarse level of the block bounds)

@@ -44,9 +44,10 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from lsr.params import BM25_ANALYZERS
 from lsr.types import SparseBatch
 
-ANALYZERS = ("wordpiece", "porter")
+ANALYZERS = BM25_ANALYZERS  # defined once, in lsr.params
 #: Lucene's EnglishAnalyzer stop words (Pyserini's default analyser removes these).
 LUCENE_STOPWORDS = frozenset(
     "a an and are as at be but by for if in into is it no not of on or such that the their then there these "
