@@ -142,6 +142,7 @@ class Collection:
         self.retrievers = retrievers
         self._lookup: dict[str, int] | None = None
         self._id_rank: np.ndarray | None = None
+        self._default_fusion = manifest.default_fusion()  # checked once, at open
 
     @classmethod
     def open(cls, path: str | Path, *, model: str | None = None, device: str = "auto",
@@ -152,7 +153,7 @@ class Collection:
         manifest = load_manifest(path, verify=verify)
         ids = read_ids(path / manifest.ids_file, manifest.documents)
         store = path / manifest.docstore if manifest.docstore else None
-        docstore = DocStore(store) if store is not None and store.exists() else None
+        docstore = DocStore(store) if store is not None else None  # one the manifest names must be there
         ctx = OpenContext(path=path, ids=ids, device=device, load_encoders=load_encoders, validate=validate,
                           verify=verify, model=model)
         for name, entry in manifest.retrievers.items():
@@ -184,12 +185,14 @@ class Collection:
         return self._id_rank
 
     def default_fusion(self) -> FusionSpec:
-        return self.manifest.default_fusion()
+        """Hybrid's fusion when a search gives none (the manifest's, checked at open)."""
+        return self._default_fusion
 
     def set_fusion(self, fusion: dict | FusionSpec | None) -> Manifest:
         """Record the default fusion in the manifest (``lsr tune-fusion``); None forgets it."""
         spec = None if fusion is None else FusionSpec.check(fusion, self.names).to_dict()
         self.manifest = write_manifest(self.path, self.manifest.replace(fusion=spec))
+        self._default_fusion = self.manifest.default_fusion()
         return self.manifest
 
     # -- building ----------------------------------------------------------------------------------------

@@ -189,6 +189,7 @@ def fuse_kernel(rows, scores, counts, weights, mins, method, norm, rrf_k, tiebre
     touched = np.empty(R * D, np.int64)
     vals = np.empty((R * D, R), np.float64)
     normed = np.empty(D, np.float64)
+    ranked = np.empty(D, np.int64)
     missing = np.zeros(R, np.float64)
     for q in range(Q):
         nt = 0
@@ -196,7 +197,21 @@ def fuse_kernel(rows, scores, counts, weights, mins, method, norm, rrf_k, tiebre
             n = counts[r, q]
             w = weights[r]
             missing[r] = 0.0
-            if method == 0:
+            for j in range(n):
+                ranked[j] = rows[r, q, j]
+            if method == 0:  # ranks count equal scores in tiebreak order, as rrf() on dicts does
+                a = 0
+                while a < n:
+                    b = a + 1
+                    while b < n and scores[r, q, b] == scores[r, q, a]:
+                        b += 1
+                    if b - a > 1:
+                        ranked[a:b] = np.sort(ranked[a:b])  # rows of equal score...
+                        tk = np.empty(b - a, np.int64)
+                        for j in range(a, b):
+                            tk[j - a] = tiebreak[ranked[j]]
+                        ranked[a:b] = ranked[a:b][np.argsort(tk)]  # ...by tiebreak
+                    a = b
                 for j in range(n):
                     normed[j] = w / (rrf_k + j + 1)
             elif n > 0:
@@ -229,7 +244,7 @@ def fuse_kernel(rows, scores, counts, weights, mins, method, norm, rrf_k, tiebre
                         else:  # one score or all equal (min-max: 1); max not above the minimum (tmm: 0)
                             normed[j] = w * (1.0 if norm == 0 else 0.0)
             for j in range(n):
-                d = rows[r, q, j]
+                d = ranked[j]
                 t = slot[d]
                 if t < 0:
                     t = nt

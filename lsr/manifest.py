@@ -141,9 +141,15 @@ class Manifest:
             count = docs["count"]
             if isinstance(count, bool) or not isinstance(count, int) or count < 0:
                 raise ValueError(f"document count {count!r}")
-            ids_file, store = str(docs.get("ids", IDS_FILE)), docs.get("store")
+            ids_file, store = docs.get("ids", IDS_FILE), docs.get("store")
+            for what, rel in (("ids", ids_file), ("store", store if store is not None else IDS_FILE)):
+                if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+                    raise ValueError(f"bad {what} file {rel!r} (a name inside the folder)")
             if not isinstance(retrievers, dict) or not retrievers:
                 raise ValueError("no retrievers")
+            unknown = [n for n in retrievers if n not in KINDS]
+            if unknown:  # names are kinds: modes and fusion weights name them
+                raise ValueError(f"unknown retriever {unknown[0]!r} (known: {', '.join(KINDS)})")
             entries = {str(n): RetrieverEntry.from_json(e, f"{where}: retriever {n!r}")
                        for n, e in retrievers.items()}
             build = prov.get("build")
@@ -224,6 +230,6 @@ def _migrate_v2(folder: Path, raw: dict, where: str) -> Manifest:
                         corpus=dict(meta.get("corpus") or {}), build=config, format_version=2,
                         created_by=str(raw.get("created_by", "")), created_at=str(raw.get("created_at", "")),
                         files=dict(raw.get("files") or {}))
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
         raise IndexFormatError(f"{where} (format version 2) cannot be read ({e!r}): {rebuild_hint(folder)}") \
             from None

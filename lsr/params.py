@@ -294,7 +294,7 @@ class BuildConfig:
         """The retrievers this configuration builds, in :data:`RETRIEVERS` order."""
         on = {"sparse": True, "dense": self.dense is not None, "bm25": self.bm25,
               "sparse-idf": self.sparse_idf}
-        return tuple(r for r in RETRIEVERS if on[r])
+        return tuple(r for r in RETRIEVERS if on.get(r, False))  # a new kind: add its field here
 
     def settings(self) -> dict:
         """The JSON form recorded in the manifest's provenance."""

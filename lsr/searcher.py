@@ -173,6 +173,7 @@ class Searcher:
                            Ranked.from_lists([top_k(allowed, r.score_rows(Q, i, allowed), depth,
                                                     positive=r.positive_scores) for i in range(len(texts))],
                                              k=depth))
+            self._ties_by_id(parts[name])
             timings["encode_seconds"] += t1 - t0
             timings["search_seconds"] += time.perf_counter() - t1
         t0 = time.perf_counter()
@@ -201,12 +202,27 @@ class Searcher:
                                         explanations=ex, weak=weak))
         return results
 
+    def _ties_by_id(self, ranked: Ranked) -> None:
+        """Equal scores in id order within each list (in place), so that ranks do not depend on the rows'
+        order on disk: the same order as a run dict sorted by (-score, id)."""
+        rank = self.collection.id_rank
+        for i in range(len(ranked)):
+            n = int(ranked.counts[i])
+            s = ranked.scores[i, :n]
+            if n > 1 and np.any(s[1:] == s[:-1]):
+                order = np.lexsort((rank[ranked.rows[i, :n]], -s))
+                ranked.rows[i, :n] = ranked.rows[i, :n][order]
+                ranked.scores[i, :n] = s[order]
+
     def _explain(self, used, encoded, parts, i: int, rows: np.ndarray) -> list[dict]:
         """Per hit: the matched terms (from the first retriever that has terms) and, for hybrid, each
         retriever's score and rank."""
         termed = next(((n, r) for n, r, _ in used if r.explains_terms), None)
-        ranks = {n: {int(row): (float(s), rank) for rank, (row, s) in enumerate(zip(*parts[n][i]), start=1)}
-                 for n, _, _ in used} if len(used) > 1 else {}
+        ranks = {}
+        for n, _, _ in (used if len(used) > 1 else ()):  # each list's ranks, equal scores in id order
+            rows_n, scores_n = parts[n][i]
+            order = np.lexsort((self.collection.id_rank[rows_n], -scores_n))
+            ranks[n] = {int(rows_n[j]): (float(scores_n[j]), rank) for rank, j in enumerate(order, start=1)}
         out = []
         for row in rows.tolist():
             ex: dict = {}

@@ -121,7 +121,7 @@ def test_bm25_mode_nonsense_and_weak_matches(mini_searcher, mini_queries):
     assert mini_searcher.search("zzqxj", 10, mode="bm25") == []
     hits = mini_searcher.search("zzqxj lava", 10, mode="bm25", explain=True)
     assert hits and all(h.weak for h in hits)  # "lava" is a small part of what was asked
-    index, enc = mini_searcher.sides["bm25"]
+    index, enc = (mini_searcher.retriever("bm25").index, mini_searcher.retriever("bm25").encoder)
     for q in mini_queries.values():  # normal queries: the same terms, the best hit not weak
         assert enc.encode_queries([q["text"]], index=index).to_dicts() == \
             enc.encode_queries([q["text"]]).to_dicts()

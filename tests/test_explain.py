@@ -35,7 +35,7 @@ def test_filter_ids_equals_brute_force_restricted(mini_searcher):
 
 
 def test_dense_filter_against_numpy(mini_searcher):
-    dense_index, encoder = mini_searcher.sides["dense"]
+    dense_index, encoder = (mini_searcher.retriever("dense").index, mini_searcher.retriever("dense").encoder)
     ids = np.array(list(map(str, mini_searcher.index.ids)))
     allowed = list(ids[1::2])
     q = encoder.encode([QUERY])[0]

@@ -38,7 +38,7 @@ def test_dense_mode_equals_numpy_oracle(mini_searcher):
     from lsr.corpus import read_corpus
 
     records = read_corpus(MINI_CORPUS).records
-    enc = mini_searcher.sides["dense"][1]
+    enc = mini_searcher.retriever("dense").encoder
     x = enc.encode([r.content for r in records])
     q = enc.encode(["glaciers carve valleys"])[0]
     s = x @ q
@@ -134,7 +134,7 @@ def test_tune_fusion_writes_the_default(mini_index, mini_queries, tmp_path):
 def test_dense_rerank_of_sparse_candidates_matches_dense_scores(mini_searcher):
     from lsr.pipeline import dense_scorer
 
-    enc = mini_searcher.sides["dense"][1]
+    enc = mini_searcher.retriever("dense").encoder
     df = mini_searcher.retrieve({"q": "glaciers carve valleys"}, k=8, mode="sparse", text=True)
     out = mini_searcher.rerank(df, dense_scorer(enc))
     content = [f"{t} {x}".strip() for t, x in zip(df["title"], df["text"])]

@@ -24,7 +24,20 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from lsr.errors import IndexFormatError
 from lsr.params import BuildConfig, SearchParams
+
+
+def manifest_int(value: Any, what: str, where: Any, *, low: int = 1, high: int = 2**20) -> int:
+    """``value`` read from a manifest as an int in ``low..high``, else IndexFormatError naming ``what``.
+
+    Example:
+        >>> manifest_int(256, "max_length", "my-index")
+        256
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise IndexFormatError(f"{where}: {what} must be an integer between {low} and {high}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True, eq=False)

@@ -69,13 +69,16 @@ class BM25Retriever(Retriever):
         if index.n_docs != len(ctx.ids):
             raise IndexFormatError(f"{folder}: {index.n_docs} documents, the collection has {len(ctx.ids)}")
         analyzer = entry.settings.get("analyzer")
+        stats_name = entry.settings.get("stats", STATS_FILE)
+        if not isinstance(stats_name, str) or stats_name in ("", ".", "..") or "/" in stats_name:
+            raise IndexFormatError(f"{ctx.path}: bad BM25 statistics file {stats_name!r} (a file name)")
         encoder = None
         sparse = ctx.opened.get("sparse")
         tokenizer = getattr(getattr(sparse, "encoder", None), "tokenizer", None)
         if ctx.load_encoders or analyzer == "porter":
             if analyzer == "wordpiece" and tokenizer is None:
                 raise IndexFormatError(f"{ctx.path}: the BM25 retriever needs the SPLADE encoder's tokenizer")
-            stats = folder / str(entry.settings.get("stats", STATS_FILE))
+            stats = folder / stats_name
             try:
                 encoder = BM25Encoder.from_json(stats.read_text(), tokenizer=tokenizer)
             except (OSError, UnicodeDecodeError) as e:

@@ -15,7 +15,7 @@ from lsr.errors import IndexFormatError
 from lsr.index import storage
 from lsr.manifest import RetrieverEntry
 from lsr.params import DEFAULT_DENSE_MODEL, DEFAULT_MAX_LENGTH, SearchParams
-from lsr.retrievers.base import BuildContext, OpenContext, Ranked, Retriever
+from lsr.retrievers.base import BuildContext, OpenContext, Ranked, Retriever, manifest_int
 from lsr.retrievers.splade import folder_files
 
 
@@ -47,8 +47,9 @@ class DenseRetriever(Retriever):
             from lsr.encoders import DenseEncoder  # torch
 
             info = entry.encoder or {}
+            max_length = manifest_int(info.get("max_length", DEFAULT_MAX_LENGTH), "max_length", ctx.path)
             encoder = DenseEncoder.from_pretrained(info.get("name", DEFAULT_DENSE_MODEL), device=ctx.device,
-                                                   max_length=int(info.get("max_length", DEFAULT_MAX_LENGTH)))
+                                                   max_length=max_length)
             if encoder.dim != index.dim:
                 raise IndexFormatError(f"{ctx.path}: dense encoder {info.get('name')!r} makes "
                                        f"{encoder.dim}-d "

@@ -22,10 +22,11 @@ import numpy as np
 from lsr.bm25 import BM25Encoder
 from lsr.errors import IndexFormatError
 from lsr.explain import score_rows, term_contributions
+from lsr.index import SparseIndex
 from lsr.index.storage import load_array, save_array
 from lsr.manifest import RetrieverEntry
 from lsr.params import DEFAULT_MAX_LENGTH, SearchParams
-from lsr.retrievers.base import BuildContext, OpenContext, Ranked, Retriever
+from lsr.retrievers.base import BuildContext, OpenContext, Ranked, Retriever, manifest_int
 from lsr.retrievers.splade import folder_files, search_index
 from lsr.types import SparseBatch
 
@@ -60,17 +61,21 @@ class SparseIdfRetriever(Retriever):
 
     @classmethod
     def open(cls, ctx: OpenContext, name: str, entry: RetrieverEntry) -> "SparseIdfRetriever":
-        sparse = ctx.opened.get(entry.settings.get("documents", "sparse"))
-        if sparse is None or not hasattr(sparse, "index"):
+        documents = entry.settings.get("documents", "sparse")
+        sparse = ctx.opened.get(documents) if isinstance(documents, str) else None
+        if not isinstance(getattr(sparse, "index", None), SparseIndex):
             raise IndexFormatError(f"{ctx.path}: the sparse-idf retriever needs the sparse retriever's index")
+        max_length = manifest_int(entry.settings.get("max_length", DEFAULT_MAX_LENGTH),
+                                  "sparse-idf max_length", ctx.path)
         idf = load_array(ctx.path, f"{entry.dir}/{IDF_FILE}")
+        # no idf exceeds that of a term in no document (finite scores however many terms a query has)
+        top = np.float32(np.log1p((len(ctx.ids) + 0.5) / 0.5)) * np.float32(1 + 1e-6)
         if idf.dtype != np.float32 or idf.shape != (sparse.index.vocab_size,) or \
-                not np.all(np.isfinite(idf)) or not np.all(idf >= 0):
+                not np.all((idf >= 0) & (idf <= top)):
             raise IndexFormatError(f"{ctx.path / entry.dir / IDF_FILE} is corrupted: expected "
-                                   f"{sparse.index.vocab_size} finite idf values >= 0 (float32)")
+                                   f"{sparse.index.vocab_size} idf values in [0, {top:.4g}] (float32)")
         enc = getattr(sparse, "encoder", None)
         tokenizer = getattr(enc, "tokenizer", None)
-        max_length = int((entry.settings or {}).get("max_length", DEFAULT_MAX_LENGTH))
         return cls(sparse.index, np.asarray(idf), tokenizer, max_length)
 
     @classmethod

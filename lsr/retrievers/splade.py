@@ -19,7 +19,7 @@ from lsr.explain import score_rows, term_contributions
 from lsr.index import SparseIndex
 from lsr.manifest import RetrieverEntry
 from lsr.params import DEFAULT_MAX_LENGTH, SearchParams, speed_params
-from lsr.retrievers.base import BuildContext, OpenContext, Ranked, Retriever
+from lsr.retrievers.base import BuildContext, OpenContext, Ranked, Retriever, manifest_int
 from lsr.types import SparseBatch
 
 
@@ -77,9 +77,8 @@ class SpladeRetriever(Retriever):
             model = ctx.model or info.get("name")
             if not model:
                 raise IndexFormatError(f"{ctx.path}: the manifest names no encoder; pass model=...")
-            encoder = SpladeEncoder.from_pretrained(model, device=ctx.device,
-                                                    max_length=int(info.get("max_length",
-                                                                            DEFAULT_MAX_LENGTH)))
+            max_length = manifest_int(info.get("max_length", DEFAULT_MAX_LENGTH), "max_length", ctx.path)
+            encoder = SpladeEncoder.from_pretrained(model, device=ctx.device, max_length=max_length)
             if encoder.vocab_size > index.vocab_size:
                 raise IndexFormatError(
                     f"{ctx.path}: encoder {model!r} has a vocabulary of {encoder.vocab_size} terms but the "
