@@ -16,12 +16,11 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from lsr.index import _kernels as K
 from lsr.types import SparseBatch
 
 
 def _query_table(index, query: SparseBatch) -> np.ndarray:
-    from lsr.index import _kernels as K
-
     row = query.row(0) if len(query) else query
     terms, weights = K.prepare_query(row.indices, row.values, index.vocab_size, float(index.scale))
     table = np.zeros(index.vocab_size, np.float32)
@@ -31,8 +30,6 @@ def _query_table(index, query: SparseBatch) -> np.ndarray:
 
 def score_rows(index, query: SparseBatch, rows: np.ndarray) -> np.ndarray:
     """Exact scores (float32) of the internal ``rows`` of ``index`` for a one-row ``query``."""
-    from lsr.index import _kernels as K
-
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     out = np.zeros(rows.size, np.float32)
     f_indptr, f_terms, f_impacts = index.forward()
