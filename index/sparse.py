@@ -360,7 +360,7 @@ class SparseIndex:
             names.update({f"f_{key}": str(manifest["forward"][key]) for key in FORWARD_FILES})
             names.update({f"b_{key}": str(manifest["blocks"][key]) for key in BLOCK_FILES})
             names["order"] = str(manifest["order"])
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise IndexFormatError(f"{where} lacks a valid sparse index description ({e!r})") from None
         V.check_counts(where, n_docs=n_docs, vocab=vocab, nnz=nnz, n_dense=n_dense, scale=scale)
         if quantization not in QUANTIZATIONS:

@@ -399,7 +399,7 @@ def read_manifest(path: str | os.PathLike, *, verify: bool = False,
             raise IndexFormatError(f"{path} is incomplete: {rel} is missing")
         try:
             expected = int(info["bytes"])
-        except (TypeError, KeyError, ValueError):
+        except (TypeError, KeyError, ValueError, OverflowError):  # OverflowError: Infinity
             raise IndexFormatError(f"{mpath}: bad entry for {rel}") from None
         size = fpath.stat().st_size
         if size != expected:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fuzz the index readers: many mutated copies of small indexes, each refused at load or searched correctly.
+"""Fuzz the index readers: many mutated copies of small indexes, each refused at open or searched correctly.
 
     .venv/bin/python scripts/fuzz_index.py --copies 20000 --seed 1                 # sparse + dense files
     .venv/bin/python scripts/fuzz_index.py --copies 2000 --seed 1 --index my-index  # a whole index folder
@@ -7,24 +7,34 @@
 Without ``--index`` it builds its own small bases once (a few hundred random documents): two SparseIndex
 folders (uint8 and float32 impacts) and three dense folders (faiss flat, HNSW, IVF; saved without a
 manifest, so that only the structural checks of DenseIndex.load stand between faiss and a bad file).
-With ``--index`` it copies that folder (built by ``lsr index``: sparse, dense and BM25 sides, docstore)
-and mutates any of its files, the manifests included.
+With ``--index`` it copies that folder (a collection built by ``lsr index``, format 3: ``manifest.json``,
+``ids.txt``, ``docs.sqlite``, one subfolder per retriever) and damages any of its files: the generic
+changes below, or (a third of the copies) a named damage of the collection (``scripts/fuzz_collection.py``
+names them: ids.txt, sparse-idf/idf.npy, the collection manifest's entries and paths, a retriever folder
+removed). A damage that changes a file's size is usually "resealed" (the manifests that list the file get
+its new size and sha256, as a writer with a bug would leave it), so it reaches the readers' own checks.
 
-Each copy changes ONE file of a base: values of an array (a random slice, one value set to a boundary such
+Each generic change alters ONE file: values of an array (a random slice, one value set to a boundary such
 as -1, 0, n_docs, 2**15, 65535 or NaN/inf, two entries swapped, an offset moved out of order, +-1), raw
-bytes (data or the .npy header), or 32/64-bit words of a faiss file. Then the copy is opened:
+bytes (data or the .npy header), 32/64-bit words of a faiss file, or one value of a JSON file. Then:
 
 * refused: opening raises IndexFormatError (what we want for a damaged file);
-* searched: opening succeeded, and then every check must hold. Sparse sides: exact and safe block-max
-  search (single and batch) return exactly the brute-force top-k computed from the opened index's own
-  forward index (document vectors, terms ascending) and manifest scale: same rows, bit-identical scores
-  (a mutation validation lets through must therefore leave the index self-consistent; a harmless one,
-  e.g. a raised block maximum or a permuted ``order``, still passes). Dense sides: rows in range, scores
-  finite, and for flat indexes the top-k scores equal brute force over the stored vectors. Docstore
-  lookups return documents or raise IndexFormatError (counted as ``refused_at_use``);
+* searched: opening succeeded, and then every check must hold. Sparse indexes (the ``sparse`` and ``bm25``
+  retrievers): exact and safe block-max search (single and batch, and through ``Searcher.query``, which
+  ranks equal scores by id) return exactly the brute-force top-k computed from the opened index's own
+  forward index (document vectors, terms ascending) and manifest scale: same rows, bit-identical finite
+  scores (a mutation validation lets through must therefore leave the index self-consistent; a harmless
+  one, e.g. a raised block maximum or a permuted ``order``, still passes). Dense: rows in range, scores
+  finite, and for flat indexes the top-k scores equal brute force over the stored vectors.
+  ``sparse-idf``: its queries (through its own ``encode_queries``, a stand-in tokenizer) hold finite
+  positive weights and its results equal brute force over the index it searches. Hybrid: valid, distinct
+  rows, finite scores. The ids are distinct and not empty; docstore lookups return the asked documents
+  (or raise IndexFormatError). An IndexFormatError when searching or fetching counts as ``refused_at_use``;
 * anything else is a failure: another exception (``errors``), a result that differs from the oracle
   (``wrong``), or the process dying (a crash: the exit code of this process is negative).
 
+Query encoders are stand-ins (deterministic in the text), so no model is loaded. ``ids_changed`` counts
+searched copies whose ids differ from the built ones (a renamed id: only ``verify=True`` can tell).
 The last line printed is a JSON object with the counts; the exit code is 0 when errors == wrong == 0.
 """
 
@@ -33,7 +43,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import resource
 import shutil
 import sys
@@ -42,18 +51,20 @@ import time
 import traceback
 from pathlib import Path
 
+import fuzz_collection as coll  # beside this script: the collection damages and checks
 import numpy as np
 
 from lsr.errors import IndexFormatError
 from lsr.index import SparseIndex
 from lsr.index.dense import DenseIndex
-from lsr.searcher import Searcher
 from lsr.testing import make_ids, random_docs
 from lsr.types import SparseBatch
 
 N_DOCS, VOCAB, AVG_TERMS = 300, 400, 12
 DIM = 16
 KS = (1, 10, 1000)
+#: share of the whole-folder copies that get a named collection damage instead of a generic change
+NAMED_SHARE = 0.35
 
 
 # ------------------------------------------------------------------------------------------ bases
@@ -75,16 +86,36 @@ def build_bases(work: Path, rng: np.random.Generator) -> list[dict]:
         params = {"nlist": 8, "nprobe": 4} if kind == "ivf" else params
         DenseIndex.build(x, kind=kind, **params).save(path)
         bases.append({"kind": "dense", "path": path})
-    for b in bases:
-        b["files"] = sorted(p.relative_to(b["path"]).as_posix() for p in b["path"].rglob("*") if p.is_file())
-    return bases
+    return [finish_base(b, work) for b in bases]
 
 
 def whole_base(index: Path, work: Path) -> list[dict]:
     path = work / "base-whole"
     shutil.copytree(index, path)
-    files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
-    return [{"kind": "whole", "path": path, "files": files}]
+    base = finish_base({"kind": "whole", "path": path}, work)
+    base["ids"] = (path / "ids.txt").read_text(encoding="utf-8").splitlines()
+    return [base]
+
+
+def finish_base(base: dict, work: Path) -> dict:
+    """Its file list, a pristine copy (what each copy is restored from) and boundary values."""
+    path = base["path"]
+    base["files"] = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+    base["pristine"] = work / f"pristine-{path.name}"
+    shutil.copytree(path, base["pristine"])
+    base["ctx"] = context(path)
+    return base
+
+
+def context(path: Path) -> dict:
+    """Counts that make good boundary values for this base's arrays (a collection: its sparse index's)."""
+    for mpath in (path / "sparse" / "manifest.json", path / "manifest.json"):
+        if mpath.is_file():
+            m = json.loads(mpath.read_text())
+            if "n_docs" in m:
+                return {k: m[k] for k in ("n_docs", "vocab_size", "nnz", "n_blocks") if k in m} | {
+                    "vocab": m.get("vocab_size", VOCAB), "n": m.get("n_docs", N_DOCS)}
+    return {"n": N_DOCS, "n_docs": N_DOCS}
 
 
 # ------------------------------------------------------------------------------------------ mutations
@@ -211,18 +242,25 @@ def mutate_raw(raw: bytes, rng, ctx: dict) -> tuple[bytes, str]:
     return bytes(buf), f"word{width * 8} at {i} = {x}"
 
 
-def replace_file(path: Path, data: bytes) -> None:
-    """Write ``data`` as a new file at ``path`` (open memory maps keep the old one)."""
-    tmp = path.with_name(path.name + ".fuzz-tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def generic_change(edit: coll.Edit, rel: str, rng, ctx: dict) -> str:
+    """One generic change of the file ``rel`` (a .npy, a JSON file or raw bytes); resealed where the
+    change alters its size, and half the time for a faiss file (else its sha256 refuses every change)."""
+    original = (edit.root / rel).read_bytes()
+    if rel.endswith(".npy"):
+        data, what = mutate_npy(original, rng, ctx)
+    elif rel.endswith(".json") and rng.random() < 0.5:
+        data, what = coll.mutate_json(original, rng, ctx)
+    else:
+        data, what = mutate_raw(original, rng, ctx)
+    edit.write(rel, data)
+    if edit.whole and (len(data) != len(original) and rng.random() < 0.8
+                       or rel.startswith("dense/") and rng.random() < 0.5):
+        edit.reseal(rel)
+        what += " (resealed)"
+    return what
 
 
 # ------------------------------------------------------------------------------------------ checks
-
-
-class Wrong(Exception):
-    """A search result that differs from the oracle."""
 
 
 def oracle_topk(index: SparseIndex, terms: np.ndarray, weights: np.ndarray, k: int):
@@ -233,10 +271,11 @@ def oracle_topk(index: SparseIndex, terms: np.ndarray, weights: np.ndarray, k: i
     qtable[terms[keep]] = (weights[keep].astype(np.float64) * index.scale).astype(np.float32)
     lengths = np.diff(f_indptr)
     scores = np.zeros(index.n_docs, np.float32)
-    for i in range(int(lengths.max(initial=0))):
-        docs = np.flatnonzero(lengths > i)
-        pos = f_indptr[docs] + i
-        scores[docs] += qtable[f_terms[pos]] * f_impacts[pos].astype(np.float32)
+    with np.errstate(over="ignore"):  # a huge query weight: inf, as the kernels give
+        for i in range(int(lengths.max(initial=0))):
+            docs = np.flatnonzero(lengths > i)
+            pos = f_indptr[docs] + i
+            scores[docs] += qtable[f_terms[pos]] * f_impacts[pos].astype(np.float32)
     rows = np.flatnonzero(scores > 0)
     rows = rows[np.lexsort((rows, -scores[rows]))][:k]
     return rows, scores[rows]
@@ -258,19 +297,19 @@ def check_sparse(index: SparseIndex, rng) -> None:
             for algorithm in ("exact", "bmp"):
                 rows, scores = index.search_rows(q, k, algorithm=algorithm)
                 if rows.size and (rows.min() < 0 or rows.max() >= index.n_docs):
-                    raise Wrong(f"{algorithm} k={k}: row out of range")
+                    raise coll.Wrong(f"{algorithm} k={k}: row out of range")
                 if not np.isfinite(scores).all():
-                    raise Wrong(f"{algorithm} k={k}: non-finite score")
+                    raise coll.Wrong(f"{algorithm} k={k}: non-finite score")
                 if not (np.array_equal(rows, want_rows) and np.array_equal(scores, want_scores)):
-                    raise Wrong(f"{algorithm} k={k}: {rows[:5]} {scores[:5]} != oracle {want_rows[:5]} "
-                                f"{want_scores[:5]}")
+                    raise coll.Wrong(f"{algorithm} k={k}: {rows[:5]} {scores[:5]} != oracle {want_rows[:5]} "
+                                     f"{want_scores[:5]}")
     batch = SparseBatch.concat([SparseBatch(np.array([0, t.size]), t, w, vocab) for t, w in queries])
     for algorithm in ("exact", "bmp"):
         for (terms, weights), (rows, scores) in zip(queries, index.batch_search_rows(
                 batch, 10, threads=2, algorithm=algorithm)):
             want_rows, want_scores = oracle_topk(index, terms, weights, 10)
             if not (np.array_equal(rows, want_rows) and np.array_equal(scores, want_scores)):
-                raise Wrong(f"batch {algorithm}: {rows[:5]} != oracle {want_rows[:5]}")
+                raise coll.Wrong(f"batch {algorithm}: {rows[:5]} != oracle {want_rows[:5]}")
 
 
 def check_dense(index: DenseIndex, rng) -> None:
@@ -279,59 +318,29 @@ def check_dense(index: DenseIndex, rng) -> None:
     k = min(10, len(index))
     scores, rows = index.search(q, k)
     if rows.min() < -1 or rows.max() >= len(index):
-        raise Wrong("dense row out of range")
+        raise coll.Wrong("dense row out of range")
     if not np.isfinite(scores[rows >= 0]).all():
-        raise Wrong("dense: non-finite score")
+        raise coll.Wrong("dense: non-finite score")
     if index.kind == "flat":
         brute = q @ index.vectors(np.arange(len(index))).T
         want = -np.sort(-brute, axis=1)[:, :k]
         if not np.allclose(scores, want, rtol=1e-4, atol=1e-5):
-            raise Wrong("dense flat scores differ from brute force")
+            raise coll.Wrong("dense flat scores differ from brute force")
 
 
-def open_and_check(base: dict, path: Path, rng) -> str:
-    """'refused', 'refused_at_use' or 'searched'; raises Wrong on a wrong answer."""
-    single = {"sparse": (SparseIndex.load, check_sparse), "dense": (DenseIndex.load, check_dense)}
-    if base["kind"] in single:
-        load, check = single[base["kind"]]
-        try:
-            index = load(path)
-        except IndexFormatError:
-            return "refused"
-        check(index, rng)
-        return "searched"
+def open_and_check(base: dict, edit: coll.Edit, rng) -> str:
+    """'refused', 'refused_at_use', 'searched' (or 'searched+ids_changed'); raises Wrong on a wrong answer."""
+    if base["kind"] == "whole":
+        return coll.check_collection(base, edit, rng, check_sparse=check_sparse, check_dense=check_dense,
+                                     oracle=oracle_topk)
+    load, check = {"sparse": (SparseIndex.load, check_sparse), "dense": (DenseIndex.load, check_dense)}[
+        base["kind"]]
     try:
-        s = Searcher.load(path, load_encoder=False, device="cpu")
+        index = load(base["path"])
     except IndexFormatError:
         return "refused"
-    try:
-        check_sparse(s.index, rng)
-        if "bm25" in s.sides:
-            check_sparse(s.sides["bm25"][0], rng)
-        if "dense" in s.sides:
-            check_dense(s.sides["dense"][0], rng)
-        if s.docstore is not None:
-            ids = list(rng.choice(s.index.ids, size=min(20, s.index.n_docs), replace=False))
-            try:
-                docs = s.docstore.get_many(ids + ["no-such-id"])
-            except IndexFormatError:
-                return "refused_at_use"
-            if len(docs) != len(ids) + 1:
-                raise Wrong("docstore answered the wrong number of documents")
-    finally:
-        if s.docstore is not None:
-            s.docstore.close()
+    check(index, rng)
     return "searched"
-
-
-def context(base: dict) -> dict:
-    """Counts that make good boundary values for this base's arrays."""
-    mpath = base["path"] / "manifest.json"
-    if mpath.is_file():
-        m = json.loads(mpath.read_text())
-        return {k: m[k] for k in ("n_docs", "vocab_size", "nnz", "n_blocks") if k in m} | {
-            "vocab": m.get("vocab_size", VOCAB), "n": m.get("n_docs", N_DOCS)}
-    return {"n": N_DOCS, "n_docs": N_DOCS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -352,36 +361,41 @@ def main(argv: list[str] | None = None) -> int:
     own = a.workdir is None
     work = Path(tempfile.mkdtemp(prefix="lsr-fuzz-")) if own else a.workdir
     work.mkdir(parents=True, exist_ok=True)
-    counts = {"copies": 0, "refused": 0, "refused_at_use": 0, "searched": 0, "wrong": 0, "errors": 0}
+    counts = {"copies": 0, "refused": 0, "refused_at_use": 0, "searched": 0, "wrong": 0, "errors": 0,
+              "named": 0, "ids_changed": 0}
     failures: list[str] = []
     t0 = time.perf_counter()
     try:
         bases = whole_base(a.index, work) if a.index else build_bases(work, rng)
-        for b in bases:
-            b["ctx"] = context(b)
         for copy in range(a.copies):
             base = bases[int(rng.integers(len(bases)))]
-            rel = base["files"][int(rng.integers(len(base["files"])))]
-            target = base["path"] / rel
-            original = target.read_bytes()
-            if rel.endswith(".npy"):
-                data, what = mutate_npy(original, rng, base["ctx"])
-            else:
-                data, what = mutate_raw(original, rng, base["ctx"])
-            desc = f"copy {copy}: {base['path'].name}/{rel}: {what}"
-            if a.verbose:
-                print(desc, flush=True)
-            replace_file(target, data)
+            edit = coll.Edit(base["path"], base["pristine"], whole=base["kind"] == "whole")
+            desc = f"copy {copy}: {base['path'].name}"
             try:
-                counts[open_and_check(base, base["path"], rng)] += 1
-            except Wrong as e:
+                if edit.whole and rng.random() < NAMED_SHARE:
+                    what = coll.named_damage(edit, rng, base["ctx"])
+                    counts["named"] += 1
+                else:
+                    rel = base["files"][int(rng.integers(len(base["files"])))]
+                    what = f"{rel}: {generic_change(edit, rel, rng, base['ctx'])}"
+                desc = f"copy {copy}: {base['path'].name}/{what}"
+                if a.verbose:
+                    print(desc, flush=True)
+                outcome = open_and_check(base, edit, rng)
+                if a.verbose:
+                    print(f"  -> {outcome}", flush=True)
+                if outcome.endswith("+ids_changed"):
+                    outcome = outcome.split("+")[0]
+                    counts["ids_changed"] += 1
+                counts[outcome] += 1
+            except coll.Wrong as e:
                 counts["wrong"] += 1
                 failures.append(f"{desc}: WRONG {e}")
             except Exception as e:  # noqa: BLE001 - every other exception is a finding to report
                 counts["errors"] += 1
                 failures.append(f"{desc}: {type(e).__name__}: {e}\n{traceback.format_exc(limit=-3)}")
             finally:
-                replace_file(target, original)
+                edit.undo()
             counts["copies"] += 1
     finally:
         if own:

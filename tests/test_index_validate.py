@@ -192,3 +192,15 @@ def test_every_single_byte_change_of_an_npy_header_is_refused_or_harmless(built_
                 assert "postings.impacts.npy" in str(e) and "\n" not in str(e)
                 refused += 1
     assert refused > 200
+
+
+@pytest.mark.parametrize("field", ["n_docs", "nnz", "block_size"])
+def test_infinite_count_in_the_manifest_is_refused(built_index, tmp_path, field):
+    """Found by the collection fuzz: a count of Infinity (valid JSON for Python) raised OverflowError."""
+    folder = tmp_path / "copy"
+    shutil.copytree(built_index, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest[field] = float("inf")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="lacks a valid sparse index description"):
+        SparseIndex.load(folder)
