@@ -226,7 +226,8 @@ def test_search_modes_and_fusion(built, capsys):
         assert ("fusion" in out) == (mode == "hybrid")
     assert main(["search", "--index", str(built), "volcano", "--fusion", '{"method": "rrf"}', "--json"]) == 0
     fusion = json.loads(capsys.readouterr().out)["fusion"]
-    assert fusion["method"] == "rrf" and fusion["weights"] == {r: 1.0 for r in RETRIEVERS}
+    # without weights: the retrievers an untuned hybrid fuses (sparse-idf only when weighted)
+    assert fusion["method"] == "rrf" and fusion["weights"] == {"sparse": 1.0, "dense": 1.0, "bm25": 1.0}
     assert main(["search", "--index", str(built), "volcano", "--fusion", '{"method": "max"}']) == 2
     assert "fusion method must be one of" in capsys.readouterr().err
 
