@@ -261,10 +261,20 @@ class BM25Encoder:
         """1.0 for every distinct query term the collection knows (BM25's query side). Given the BM25
         ``index``, the WordPiece pieces of a shattered word (nonsense like "zzqxj", see :func:`shattered`)
         that no document holds all of are left out: they would match documents on single letters."""
-        rows = [dict.fromkeys(self._query_terms(ids, index)[0], 1.0) for ids in self._token_ids(texts)]
+        return self.encode_terms(self.query_terms(texts, index=index))
+
+    def query_terms(self, texts: Sequence[str], *, index: Any = None) -> list[tuple[list[int], list[int]]]:
+        """Per text, (kept, all) distinct term ids (see :meth:`encode_queries`), for :meth:`encode_terms`
+        and :meth:`match_shares`, so a query is analysed once."""
+        return [self._query_terms(ids, index) for ids in self._token_ids(texts)]
+
+    def encode_terms(self, terms: Sequence[tuple[list[int], list[int]]]) -> SparseBatch:
+        """The binary query vectors of :meth:`query_terms`' output."""
+        rows = [dict.fromkeys(kept, 1.0) for kept, _ in terms]
         return SparseBatch.from_dicts(rows, vocab_size=max(self.vocab_size, 1))
 
-    def match_shares(self, index: Any, text: str, rows: np.ndarray) -> np.ndarray:
+    def match_shares(self, index: Any, text: str, rows: np.ndarray, *,
+                     terms: tuple[list[int], list[int]] | None = None) -> np.ndarray:
         """For documents ``rows`` of the BM25 ``index``: the share (0..1) of the query's information that
         the query terms they contain carry. A query's information is the idf sum of its distinct terms,
         where dropped pieces count with their idf and terms no document has with the largest idf; hits
@@ -273,7 +283,7 @@ class BM25Encoder:
         Example:
             >>> shares = bm25.match_shares(index, "zzqxj volcano", rows)   # doctest: +SKIP
         """
-        kept, every = self._query_terms(self._token_ids([text])[0], index)
+        kept, every = terms if terms is not None else self._query_terms(self._token_ids([text])[0], index)
         top = float(np.log1p((self.n_docs + 0.5) / 0.5))  # idf of a term no document has
         total = sum(float(self.idf[t]) if 0 <= t < self.vocab_size and self.df[t] > 0 else top
                     for t in every)

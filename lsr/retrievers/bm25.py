@@ -28,10 +28,12 @@ STATS_FILE = "bm25.json"
 
 @dataclass(frozen=True, eq=False)
 class BM25Queries:
-    """Encoded BM25 queries: the binary term vectors and the texts (for the weak-match check)."""
+    """Encoded BM25 queries: the binary term vectors, the texts and their terms (for the weak-match
+    check, without analysing the query again)."""
 
     batch: SparseBatch
     texts: list[str]
+    terms: list
 
     def __len__(self) -> int:
         return len(self.batch)
@@ -107,7 +109,8 @@ class BM25Retriever(Retriever):
         if self.encoder is None:
             raise RuntimeError("this Searcher was opened without the bm25 encoder")
         texts = list(texts)
-        return BM25Queries(self.encoder.encode_queries(texts, index=self.index), texts)
+        terms = self.encoder.query_terms(texts, index=self.index)
+        return BM25Queries(self.encoder.encode_terms(terms), texts, terms)
 
     def _own(self, rows: np.ndarray) -> np.ndarray:
         return rows if self.to_own is None else self.to_own[rows]
@@ -127,7 +130,8 @@ class BM25Retriever(Retriever):
         return term_contributions(self.index, Q.batch.row(i), int(self._own(np.array([row]))[0]), decode)
 
     def weak(self, Q: BM25Queries, i: int, rows: np.ndarray) -> np.ndarray | None:
-        shares = self.encoder.match_shares(self.index, Q.texts[i], self._own(np.asarray(rows, np.int64)))
+        shares = self.encoder.match_shares(self.index, Q.texts[i], self._own(np.asarray(rows, np.int64)),
+                                           terms=Q.terms[i])
         return shares < WEAK_SHARE
 
     def warm_up(self, speeds: Sequence[str]) -> None:
