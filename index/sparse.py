@@ -4,9 +4,9 @@ Orchestration only: validation, files and id mapping live here, every loop over 
 :mod:`lsr.index._kernels` (exact search), :mod:`lsr.index._bmp` (block-max pruning search) and
 :mod:`lsr.index._bmp_build` (reordering, forward index, block maxima).
 
-Folder layout (format version 2)::
+Folder layout (array format version 2; a collection's retriever folder has no docids.txt)::
 
-    docids.txt                    external ids, one per line (utf-8), in internal row order
+    docids.txt                    external ids, one per line (utf-8), in internal row order (optional)
     sparse/order.npy              int32: internal row i is input row order[i] (identity without reordering)
     sparse/postings.indptr.npy    int64, vocab_size + 1 offsets into the two arrays below
     sparse/postings.docs.npy      uint16 (n_docs <= 65536) or int32 rows, ascending within a term
@@ -16,8 +16,7 @@ Folder layout (format version 2)::
     sparse/forward.impacts.npy    same dtype as the postings' impacts
     sparse/blocks.*.npy           per-term block maxima (sparse lists, dense rows for frequent terms)
     sparse/seeds.*.npy            per-term threshold seeds (k-th largest impacts at a few depths)
-    manifest.json                 written last; see lsr.index.storage
-"""
+    manifest.json                 written last; see lsr.index.storage"""
 
 from __future__ import annotations
 

@@ -182,9 +182,9 @@ _NORM_CODES = {"minmax": 0, "zscore": 1, "tmm": 2}
 @njit(cache=True, nogil=True)
 def fuse_kernel(rows, scores, counts, weights, mins, method, norm, rrf_k, tiebreak, top, slot, out_rows,
                 out_scores, out_counts):
-    """Fuse R ranked lists per query into one top list: RRF (Cormack et al. 2009) or a convex combination of
-    normalised scores (Bruch et al., TOIS 2023); rows/scores are [R, Q, D] padded lists, best first. Sums in
-    list order and breaks ties by ``tiebreak[row]``, as :func:`rrf` and :func:`convex` on dicts do."""
+    """Fuse ranked lists into one top list: RRF (Cormack et al. 2009) or convex fusion (Bruch et al. 2023)."""
+    # rows/scores: [R, Q, D] padded lists, best first. Sums in list order and breaks ties by tiebreak[row],
+    # as rrf() and convex() on dicts do.
     R, Q, D = rows.shape
     touched = np.empty(R * D, np.int64)
     vals = np.empty((R * D, R), np.float64)
