@@ -479,10 +479,4 @@ def validate_sparse(path: Path, names: dict[str, str], a: dict[str, np.ndarray],
         pool.close()
     if pos >= 0:
         raise bad("order", f"{value} at position {pos} makes it no permutation of 0..{n_docs - 1}")
-    if len(set(ids)) != len(ids) or "" in ids:
-        seen: set[str] = set()
-        for i, x in enumerate(ids):
-            if not x or x in seen:
-                raise IndexFormatError(f"{path / names['docids']} is corrupted: line {i + 1} holds "
-                                       f"{'an empty' if not x else 'a duplicate'} id {x!r}")
-            seen.add(x)
+    storage.check_unique_ids(ids, path / names["docids"])

@@ -36,7 +36,14 @@ from lsr.index import _bmp_build as BB
 from lsr.index import _kernels as K
 from lsr.index import _validate as V
 from lsr.index._pool import BufferPool as _BufferPool
-from lsr.index.storage import atomic_folder, load_array, read_manifest, save_array, write_manifest
+from lsr.index.storage import (
+    atomic_folder,
+    load_array,
+    read_id_list,
+    read_manifest,
+    save_array,
+    write_manifest,
+)
 from lsr.params import DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, QUANTIZATIONS
 from lsr.types import SparseBatch
 
@@ -412,14 +419,7 @@ class SparseIndex:
             if out is not None and out.shape != (n_docs,):
                 raise IndexFormatError(f"{path}: {out.size} ids given for {n_docs} documents")
         else:
-            try:
-                lines = (path / str(listed)).read_text(encoding="utf-8").split("\n")
-            except (OSError, UnicodeDecodeError) as e:
-                raise IndexFormatError(f"{path} has unreadable document ids: {e}") from None
-            if lines and lines[-1] == "":
-                lines.pop()
-            if len(lines) != n_docs:
-                raise IndexFormatError(f"{path / DOCIDS} has {len(lines)} ids, the manifest says {n_docs}")
+            lines = read_id_list(path / str(listed), n_docs)
             out = np.array(lines, dtype=str)
             out.flags.writeable = False
         if validate:

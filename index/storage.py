@@ -22,7 +22,7 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from tokenize import TokenError
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -458,3 +458,34 @@ def load_array(folder: str | os.PathLike, relpath: str, mmap: bool = True) -> np
             MemoryError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise IndexFormatError(f"{p} is not a readable .npy array: {first}") from None
+
+
+def read_id_list(path: str | os.PathLike, count: int) -> list[str]:
+    """The ids of an id list file (one per line, utf-8): exactly ``count`` of them, else IndexFormatError.
+
+    Example:
+        >>> read_id_list(folder / "ids.txt", 3)   # doctest: +SKIP
+        ['d1', 'd2', 'd3']
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise IndexFormatError(f"{path} is unreadable: {e}") from None
+    if lines and lines[-1] == "":
+        lines.pop()
+    if len(lines) != count:
+        raise IndexFormatError(f"{path} has {len(lines)} ids, the manifest says {count}")
+    return lines
+
+
+def check_unique_ids(ids: Sequence[str], path: str | os.PathLike) -> None:
+    """IndexFormatError naming the first empty or repeated id of the list read from ``path``."""
+    if len(set(ids)) == len(ids) and "" not in ids:
+        return
+    seen: set[str] = set()
+    for i, x in enumerate(ids):
+        if not x or x in seen:
+            raise IndexFormatError(f"{path} is corrupted: line {i + 1} holds "
+                                   f"{'an empty' if not x else 'a duplicate'} id {x!r}")
+        seen.add(x)

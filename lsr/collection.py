@@ -28,10 +28,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lsr.corpus import counted, read_corpus
-from lsr.errors import IndexFormatError
 from lsr.index import DocStore
 from lsr.index.sparse import reorder_documents
-from lsr.index.storage import atomic_folder, check_target, remove_stale, sha256_file
+from lsr.index.storage import (
+    atomic_folder,
+    check_target,
+    check_unique_ids,
+    read_id_list,
+    remove_stale,
+    sha256_file,
+)
 from lsr.manifest import DOCSTORE_FILE, IDS_FILE, Manifest, load_manifest, write_manifest
 from lsr.params import BuildConfig, FusionSpec
 from lsr.retrievers import retriever_class
@@ -99,21 +105,8 @@ def encode_corpus(encoder, texts: list[str], *, batch_size: int = 32, show_progr
 
 def read_ids(path: Path, count: int) -> np.ndarray:
     """The collection's ids (one per line, utf-8), checked: ``count`` of them, none empty or repeated."""
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except (OSError, UnicodeDecodeError) as e:
-        raise IndexFormatError(f"{path} is unreadable: {e}") from None
-    if lines and lines[-1] == "":
-        lines.pop()
-    if len(lines) != count:
-        raise IndexFormatError(f"{path} has {len(lines)} ids, the manifest says {count}")
-    if len(set(lines)) != len(lines) or "" in lines:
-        seen: set[str] = set()
-        for i, x in enumerate(lines):
-            if not x or x in seen:
-                raise IndexFormatError(f"{path} is corrupted: line {i + 1} holds "
-                                       f"{'an empty' if not x else 'a duplicate'} id {x!r}")
-            seen.add(x)
+    lines = read_id_list(path, count)
+    check_unique_ids(lines, path)
     ids = np.array(lines, dtype=str)
     ids.flags.writeable = False
     return ids

@@ -357,7 +357,13 @@ class StubSparse:
                for t in ([texts] if one else texts)]
         return {"input_ids": ids[0] if one else ids}
 
-    def match_shares(self, index: Any, text: str, rows: np.ndarray) -> np.ndarray:
+    def query_terms(self, texts, *, index: Any = None) -> list:  # the BM25 encoder's analysis step
+        return [(text, text) for text in texts]
+
+    def encode_terms(self, terms) -> SparseBatch:
+        return self.encode_queries([text for text, _ in terms])
+
+    def match_shares(self, index: Any, text: str, rows: np.ndarray, *, terms: Any = None) -> np.ndarray:
         return np.ones(len(rows))
 
     def convert_ids_to_tokens(self, ids) -> list[str]:
