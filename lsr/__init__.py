@@ -15,10 +15,13 @@ from lsr.types import Hit, SparseBatch
 
 __version__ = "0.1.0"
 
-_LAZY = {"SpladeEncoder": "lsr.encoders", "Searcher": "lsr.searcher", "index_corpus": "lsr.indexing"}
+_LAZY = {"SpladeEncoder": "lsr.encoders", "Searcher": "lsr.searcher", "index_corpus": "lsr.indexing",
+         "Collection": "lsr.collection", "SearchParams": "lsr.params", "FusionSpec": "lsr.params",
+         "BuildConfig": "lsr.params", "SearchResult": "lsr.searcher"}
 
-__all__ = ["SparseBatch", "Hit", "SpladeEncoder", "Searcher", "index_corpus", "LsrError", "CorpusError",
-           "IndexFormatError", "ModelNotFoundError", "__version__"]
+__all__ = ["SparseBatch", "Hit", "SpladeEncoder", "Searcher", "index_corpus", "Collection", "SearchParams",
+           "FusionSpec", "BuildConfig", "SearchResult", "LsrError", "CorpusError", "IndexFormatError",
+           "ModelNotFoundError", "__version__"]
 
 
 class _SourceTreeFinder(importlib.abc.MetaPathFinder):
