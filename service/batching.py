@@ -37,6 +37,10 @@ def _rows(result: Any, start: int, stop: int) -> Any:
     return rows(start, stop) if callable(rows) else result[start:stop]
 
 
+#: texts one forward pass takes at most (a caller with more encodes alone)
+DEFAULT_MAX_SIZE = 64
+
+
 class MicroBatchingEncoder:
     """Encode the queries of concurrent callers in one call of ``inner.encode_queries``.
 
@@ -52,7 +56,7 @@ class MicroBatchingEncoder:
         True
     """
 
-    def __init__(self, inner: Any, window_ms: float, *, max_size: int = 64) -> None:
+    def __init__(self, inner: Any, window_ms: float, *, max_size: int = DEFAULT_MAX_SIZE) -> None:
         if isinstance(inner, MicroBatchingEncoder):
             inner = inner.inner  # never two windows in a row
         if not hasattr(inner, "encode_queries"):

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from lsr.service.batching import MicroBatchingEncoder
+from lsr.service.batching import DEFAULT_MAX_SIZE, MicroBatchingEncoder
 from lsr.service.settings import Settings
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -55,7 +55,10 @@ class ServiceState:
         self.settings = settings
         self.searcher = searcher
         self.started = time.time()
-        self.executor = ThreadPoolExecutor(settings.threads, thread_name_prefix="lsr-search")
+        # With micro-batching, requests wait for their batch inside worker threads: room for a full batch of
+        # waiting requests on top of the searching ones (a waiting thread takes no CPU).
+        waiting = DEFAULT_MAX_SIZE if settings.micro_batch_ms > 0 else 0
+        self.executor = ThreadPoolExecutor(settings.threads + waiting, thread_name_prefix="lsr-search")
         self.metrics = Metrics()
         self.reload_lock = asyncio.Lock()
         self._lock = threading.Lock()
