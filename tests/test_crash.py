@@ -48,8 +48,10 @@ sys.exit(main(sys.argv[1:]))
 
 def _start(script, *args):
     # outside the checkout: from the repo root the source folder could shadow the install
+    # SIGINT as in a terminal, even when this test runs as a background job (which inherits it ignored)
     p = subprocess.Popen([sys.executable, "-c", script, *map(str, args)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, cwd=tempfile.gettempdir())
+                         stderr=subprocess.PIPE, text=True, cwd=tempfile.gettempdir(),
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     line = p.stdout.readline().strip()
     if not line:
         p.kill()
