@@ -15,8 +15,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
 
 class _Batch:
@@ -56,7 +57,8 @@ class MicroBatchingEncoder:
         True
     """
 
-    def __init__(self, inner: Any, window_ms: float, *, max_size: int = DEFAULT_MAX_SIZE) -> None:
+    def __init__(self, inner: Any, window_ms: float, *, max_size: int = DEFAULT_MAX_SIZE,
+                 pause: Callable[[], ContextManager] | None = None) -> None:
         if isinstance(inner, MicroBatchingEncoder):
             inner = inner.inner  # never two windows in a row
         if not hasattr(inner, "encode_queries"):
@@ -66,6 +68,8 @@ class MicroBatchingEncoder:
         if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
             raise ValueError(f"max_size must be an integer >= 1, got {max_size!r}")
         self.inner = inner
+        #: entered while a caller waits for (or leads) its batch: the service frees its search slot there
+        self.pause = pause or contextlib.nullcontext
         self.window_ms = float(window_ms)
         self.max_size = max_size
         self.batches = 0
@@ -101,10 +105,11 @@ class MicroBatchingEncoder:
             if stop >= self.max_size:  # full: close it, later callers start the next one
                 self._open = None
                 batch.full.set()
-        if leader:
-            self._lead(batch)
-        else:
-            batch.done.wait()
+        with self.pause():
+            if leader:
+                self._lead(batch)
+            else:
+                batch.done.wait()
         if batch.error is not None:
             raise batch.error
         return _rows(batch.result, start, stop)

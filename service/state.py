@@ -10,11 +10,12 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -55,10 +56,12 @@ class ServiceState:
         self.settings = settings
         self.searcher = searcher
         self.started = time.time()
-        # With micro-batching, requests wait for their batch inside worker threads: room for a full batch of
-        # waiting requests on top of the searching ones (a waiting thread takes no CPU).
+        # At most `threads` requests work at once (a search slot each). With micro-batching a request waits
+        # for its batch without its slot, on one of the extra threads: a full batch can gather.
         waiting = DEFAULT_MAX_SIZE if settings.micro_batch_ms > 0 else 0
         self.executor = ThreadPoolExecutor(settings.threads + waiting, thread_name_prefix="lsr-search")
+        self._slots = threading.Semaphore(settings.threads)
+        self._holds = threading.local()
         self.metrics = Metrics()
         self.reload_lock = asyncio.Lock()
         self._lock = threading.Lock()
@@ -91,9 +94,33 @@ class ServiceState:
         """Run ``fn(*args)`` on a search worker thread (the kernels release the GIL), not the event loop."""
         self.metrics.in_flight.inc()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self._in_slot, fn, *args)
         finally:
             self.metrics.in_flight.dec()
+
+    def _in_slot(self, fn: Callable, *args) -> Any:
+        self._slots.acquire()
+        self._holds.slot = True
+        try:
+            return fn(*args)
+        finally:
+            if self._holds.slot:
+                self._holds.slot = False
+                self._slots.release()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Inside: this thread's search slot is free for another request (a wait for a micro-batch)."""
+        held = getattr(self._holds, "slot", False)
+        if held:
+            self._holds.slot = False
+            self._slots.release()
+        try:
+            yield
+        finally:
+            if held:
+                self._slots.acquire()
+                self._holds.slot = True
 
     def record(self, mode: str, n_queries: int, seconds: float) -> None:
         """Count served queries and keep the request latency for the percentiles of /stats."""
@@ -122,7 +149,7 @@ class ServiceState:
         retriever = searcher.retriever("sparse")
         if retriever.encoder is None:
             return None
-        retriever.encoder = MicroBatchingEncoder(retriever.encoder, ms)
+        retriever.encoder = MicroBatchingEncoder(retriever.encoder, ms, pause=self.paused)
         return retriever.encoder
 
     @staticmethod
