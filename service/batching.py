@@ -74,6 +74,7 @@ class MicroBatchingEncoder:
         self.max_size = max_size
         self.batches = 0
         self._lock = threading.Lock()
+        self._encoding = threading.Lock()  # one forward pass at a time
         self._open: _Batch | None = None  # the batch collecting callers now
 
     def __getattr__(self, name: str) -> Any:
@@ -116,13 +117,16 @@ class MicroBatchingEncoder:
 
     def _lead(self, batch: _Batch) -> None:
         batch.full.wait(self.window_ms / 1000)
-        with self._lock:
-            if self._open is batch:
-                self._open = None  # closed: its texts no longer change
-            self.batches += 1
-        try:
-            batch.result = self.inner.encode_queries(batch.texts, batch_size=batch.batch_size)
-        except BaseException as e:  # every caller of the batch gets it
-            batch.error = e
-        finally:
-            batch.done.set()
+        # One forward pass at a time (two at once only fight for the cores); while the previous one runs,
+        # this batch stays open and keeps gathering callers.
+        with self._encoding:
+            with self._lock:
+                if self._open is batch:
+                    self._open = None  # closed: its texts no longer change
+                self.batches += 1
+            try:
+                batch.result = self.inner.encode_queries(batch.texts, batch_size=batch.batch_size)
+            except BaseException as e:  # every caller of the batch gets it
+                batch.error = e
+            finally:
+                batch.done.set()

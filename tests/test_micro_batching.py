@@ -221,3 +221,31 @@ def test_at_most_threads_requests_search_at_once_while_any_number_wait_for_a_bat
         assert len(encoder.calls) <= 2 and peak[0] == 2, (encoder.calls, peak)
     finally:
         state.close()
+
+
+def test_one_forward_pass_at_a_time_and_the_next_batch_gathers_meanwhile():
+    """Two batches encoding at once fight for the cores; the second waits, still open to new callers."""
+    class Slow(FakeEncoder):
+        def __init__(self):
+            super().__init__()
+            self.running, self.overlap = 0, False
+
+        def encode_queries(self, texts, *, batch_size=64, **options):
+            with self._lock:
+                self.running += 1
+                self.overlap |= self.running > 1
+            time.sleep(0.2)
+            with self._lock:
+                self.running -= 1
+            return super().encode_queries(texts, batch_size=batch_size, **options)
+
+    inner = Slow()
+    enc = MicroBatchingEncoder(inner, window_ms=20)
+    first = threading.Thread(target=enc.encode_queries, args=(["q1"],))
+    first.start()
+    time.sleep(0.1)  # the first batch is encoding now
+    results, errors = run_together(lambda t: enc.encode_queries([t]), [f"q{i}" for i in range(2, 8)])
+    first.join(timeout=10)
+    assert not any(errors) and not inner.overlap
+    assert [r.to_dicts() for r in results] == [want([f"q{i}"]) for i in range(2, 8)]
+    assert len(inner.calls) == 2 and sorted(inner.calls[1]) == [f"q{i}" for i in range(2, 8)], inner.calls
