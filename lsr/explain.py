@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -47,16 +47,6 @@ def top_k(rows: np.ndarray, scores: np.ndarray, k: int, *, positive: bool = True
         rows, scores = rows[keep], scores[keep]
     order = np.lexsort((rows, -scores))[:k]
     return rows[order], scores[order]
-
-
-def row_lookup(ids: Sequence[str]) -> dict[str, int]:
-    """``{external id: internal row}`` for an index's ``ids``."""
-    return {str(d): i for i, d in enumerate(ids)}
-
-
-def rows_of(lookup: Mapping[str, int], ids: Iterable[str]) -> np.ndarray:
-    """Internal rows of the ``ids`` that exist (unknown ids are skipped), without repeats, ascending."""
-    return np.unique(np.fromiter((lookup[i] for i in ids if i in lookup), dtype=np.int64))
 
 
 def term_contributions(index, query: SparseBatch, row: int,

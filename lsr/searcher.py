@@ -218,11 +218,11 @@ class Searcher:
         """Per hit: the matched terms (from the first retriever that has terms) and, for hybrid, each
         retriever's score and rank."""
         termed = next(((n, r) for n, r, _ in used if r.explains_terms), None)
-        ranks = {}
-        for n, _, _ in (used if len(used) > 1 else ()):  # each list's ranks, equal scores in id order
+        ranks = {}  # each list's ranks (its equal scores are already in id order: _ties_by_id)
+        for n, _, _ in (used if len(used) > 1 else ()):
             rows_n, scores_n = parts[n][i]
-            order = np.lexsort((self.collection.id_rank[rows_n], -scores_n))
-            ranks[n] = {int(rows_n[j]): (float(scores_n[j]), rank) for rank, j in enumerate(order, start=1)}
+            listed = zip(rows_n.tolist(), scores_n.tolist())
+            ranks[n] = {row: (s, rank) for rank, (row, s) in enumerate(listed, start=1)}
         out = []
         for row in rows.tolist():
             ex: dict = {}
@@ -345,7 +345,7 @@ class Searcher:
         if enc is None:
             raise RuntimeError("this Searcher was opened without an encoder; search with search_vector()")
         n = len(enc.tokenizer(query, add_special_tokens=True, truncation=False, verbose=False)["input_ids"])
-        return n, n > enc.max_length
+        return n, n > enc.max_length  # Retriever.truncated answers only the second part, more cheaply
 
     @property
     def warmed(self) -> bool:

@@ -101,10 +101,6 @@ class BM25Retriever(Retriever):
                               settings={"analyzer": cfg.bm25_analyzer, "k1": enc.k1, "b": enc.b,
                                         "avgdl": enc.avgdl, "stats": STATS_FILE})
 
-    @property
-    def can_encode(self) -> bool:
-        return self.encoder is not None
-
     def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64) -> BM25Queries:
         if self.encoder is None:
             raise RuntimeError("this Searcher was opened without the bm25 encoder")

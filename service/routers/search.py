@@ -135,13 +135,6 @@ async def search_batch(body: BatchSearchRequest, state: StateDep, settings: Sett
     return out
 
 
-def _cut(searcher, text: str) -> bool:
-    """Whether the SPLADE encoder cuts ``text`` at its max length."""
-    if len(text) + 2 <= searcher.encoder.max_length:
-        return False  # a WordPiece token covers at least one character: no need to tokenize
-    return searcher.query_tokens(text)[1]
-
-
 def _encode(searcher, body: EncodeRequest) -> dict:
     enc = searcher.encoder
     if enc is None:
@@ -154,7 +147,8 @@ def _encode(searcher, body: EncodeRequest) -> dict:
     seen = enc.tokenizer(body.text, truncation=True, max_length=enc.max_length, verbose=False)["input_ids"]
     own = set(enc.tokenizer.convert_ids_to_tokens(seen))
     return {"terms": [(t, float(w)) for t, w in zip(tokens, batch.values[order].tolist())], "nnz": batch.nnz,
-            "expansion": [t for t in tokens if t not in own], "truncated": _cut(searcher, body.text)}
+            "expansion": [t for t in tokens if t not in own],
+            "truncated": searcher.retriever("sparse").truncated(body.text)}
 
 
 @router.post("/encode", response_model=EncodeResponse, responses=ERRORS)
