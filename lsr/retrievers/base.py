@@ -25,7 +25,10 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from lsr.errors import IndexFormatError
-from lsr.params import BuildConfig, SearchParams
+from lsr.explain import score_rows
+from lsr.index import SparseIndex
+from lsr.params import BuildConfig, SearchParams, speed_params
+from lsr.types import SparseBatch
 
 
 def manifest_int(value: Any, what: str, where: Any, *, low: int = 1, high: int = 2**20) -> int:
@@ -153,3 +156,32 @@ class Retriever:
     def describe(self) -> dict:
         """Facts for ``/stats`` and ``lsr search``."""
         return {"kind": self.kind}
+
+
+# -- what the kinds over a SparseIndex share --------------------------------------------------------------
+def folder_files(folder: Path, sub: str) -> list[str]:
+    """The files under ``folder/sub``, relative to ``folder`` (a manifest section's ``files``)."""
+    base = folder / sub
+    return sorted(p.relative_to(folder).as_posix() for p in base.rglob("*") if p.is_file())
+
+
+def search_index(index: SparseIndex, Q: SparseBatch, k: int, params: SearchParams,
+                 threads: int | None) -> Ranked:
+    """Top-k rows of a SparseIndex for every row of ``Q`` (the one-query kernel for a single query)."""
+    kernel = params.kernel
+    if len(Q) == 1:
+        return Ranked.from_lists([index.search_rows(Q, k, **kernel)], k=k)
+    return Ranked.from_lists(index.batch_search_rows(Q, k, threads=threads, **kernel), k=k)
+
+
+def warm_up_index(index: SparseIndex, speeds: Sequence[str]) -> None:
+    """Compile the single and batch kernels of ``index`` at each speed with a one-term query from it."""
+    if index.n_docs == 0:
+        return
+    f_indptr, f_terms, _ = index.forward()
+    row = int(np.argmax(np.diff(f_indptr) > 0))  # a document with terms: one of them is the query
+    one = SparseBatch.from_dicts([{int(f_terms[f_indptr[row]]): 1.0}], vocab_size=index.vocab_size)
+    for speed in speeds:
+        index.search_rows(one, 1, **speed_params(speed))
+        index.batch_search_rows(SparseBatch.concat([one, one]), 1, **speed_params(speed))
+    score_rows(index, one, np.array([row], np.int64))

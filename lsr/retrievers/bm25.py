@@ -19,8 +19,15 @@ from lsr.explain import score_rows, term_contributions
 from lsr.index import SparseIndex
 from lsr.manifest import RetrieverEntry
 from lsr.params import SearchParams
-from lsr.retrievers.base import BuildContext, OpenContext, Ranked, Retriever
-from lsr.retrievers.splade import folder_files, search_index, warm_up_index
+from lsr.retrievers.base import (
+    BuildContext,
+    OpenContext,
+    Ranked,
+    Retriever,
+    folder_files,
+    search_index,
+    warm_up_index,
+)
 from lsr.types import SparseBatch
 
 STATS_FILE = "bm25.json"

@@ -15,8 +15,7 @@ from lsr.errors import IndexFormatError
 from lsr.index import storage
 from lsr.manifest import RetrieverEntry
 from lsr.params import DEFAULT_DENSE_MODEL, DEFAULT_MAX_LENGTH, SearchParams
-from lsr.retrievers.base import BuildContext, OpenContext, Ranked, Retriever, manifest_int
-from lsr.retrievers.splade import folder_files
+from lsr.retrievers.base import BuildContext, OpenContext, Ranked, Retriever, folder_files, manifest_int
 
 
 class DenseRetriever(Retriever):

@@ -26,8 +26,15 @@ from lsr.index import SparseIndex
 from lsr.index.storage import load_array, save_array
 from lsr.manifest import RetrieverEntry
 from lsr.params import DEFAULT_MAX_LENGTH, SearchParams
-from lsr.retrievers.base import BuildContext, OpenContext, Ranked, Retriever, manifest_int
-from lsr.retrievers.splade import folder_files, search_index
+from lsr.retrievers.base import (
+    BuildContext,
+    OpenContext,
+    Ranked,
+    Retriever,
+    folder_files,
+    manifest_int,
+    search_index,
+)
 from lsr.types import SparseBatch
 
 IDF_FILE = "idf.npy"

@@ -9,7 +9,6 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,37 +17,18 @@ from lsr.errors import IndexFormatError
 from lsr.explain import score_rows, term_contributions
 from lsr.index import SparseIndex
 from lsr.manifest import RetrieverEntry
-from lsr.params import DEFAULT_MAX_LENGTH, SearchParams, speed_params
-from lsr.retrievers.base import BuildContext, OpenContext, Ranked, Retriever, manifest_int
+from lsr.params import DEFAULT_MAX_LENGTH, SearchParams
+from lsr.retrievers.base import (
+    BuildContext,
+    OpenContext,
+    Ranked,
+    Retriever,
+    folder_files,
+    manifest_int,
+    search_index,
+    warm_up_index,
+)
 from lsr.types import SparseBatch
-
-
-def folder_files(folder: Path, sub: str) -> list[str]:
-    """The files under ``folder/sub``, relative to ``folder`` (a manifest section's ``files``)."""
-    base = folder / sub
-    return sorted(p.relative_to(folder).as_posix() for p in base.rglob("*") if p.is_file())
-
-
-def search_index(index: SparseIndex, Q: SparseBatch, k: int, params: SearchParams,
-                 threads: int | None) -> Ranked:
-    """Top-k rows of a SparseIndex for every row of ``Q`` (the one-query kernel for a single query)."""
-    kernel = params.kernel
-    if len(Q) == 1:
-        return Ranked.from_lists([index.search_rows(Q, k, **kernel)], k=k)
-    return Ranked.from_lists(index.batch_search_rows(Q, k, threads=threads, **kernel), k=k)
-
-
-def warm_up_index(index: SparseIndex, speeds: Sequence[str]) -> None:
-    """Compile the single and batch kernels of ``index`` at each speed with a one-term query from it."""
-    if index.n_docs == 0:
-        return
-    f_indptr, f_terms, _ = index.forward()
-    row = int(np.argmax(np.diff(f_indptr) > 0))  # a document with terms: one of them is the query
-    one = SparseBatch.from_dicts([{int(f_terms[f_indptr[row]]): 1.0}], vocab_size=index.vocab_size)
-    for speed in speeds:
-        index.search_rows(one, 1, **speed_params(speed))
-        index.batch_search_rows(SparseBatch.concat([one, one]), 1, **speed_params(speed))
-    score_rows(index, one, np.array([row], np.int64))
 
 
 class SpladeRetriever(Retriever):
