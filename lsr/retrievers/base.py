@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from lsr.bm25 import BM25Encoder
 from lsr.errors import IndexFormatError
 from lsr.explain import score_rows
 from lsr.index import SparseIndex
@@ -101,6 +102,15 @@ class BuildContext:
     splade_encoder: Any = None
     dense_encoder: Any = None
     show_progress: bool = True
+    _wordpiece: Any = field(default=None, repr=False)
+
+    def wordpiece_stats(self) -> BM25Encoder:
+        """BM25 statistics of the texts over the SPLADE WordPiece vocabulary, computed once per build (the
+        BM25 and sparse-idf kinds both need them; tokenizing a corpus is not cheap)."""
+        if self._wordpiece is None:
+            self._wordpiece = BM25Encoder.fit(self.texts, analyzer="wordpiece",
+                                              tokenizer=self.splade_encoder.tokenizer)
+        return self._wordpiece
 
 
 class Retriever:

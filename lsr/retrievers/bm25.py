@@ -99,7 +99,8 @@ class BM25Retriever(Retriever):
     @classmethod
     def build(cls, ctx: BuildContext, name: str) -> RetrieverEntry:
         cfg = ctx.config
-        enc = BM25Encoder.fit(ctx.texts, analyzer=cfg.bm25_analyzer, tokenizer=ctx.splade_encoder.tokenizer)
+        enc = ctx.wordpiece_stats() if cfg.bm25_analyzer == "wordpiece" else \
+            BM25Encoder.fit(ctx.texts, analyzer=cfg.bm25_analyzer, tokenizer=ctx.splade_encoder.tokenizer)
         SparseIndex.write_into(ctx.folder / name, enc.encode_documents(ctx.texts), None,
                                quantization="float32",
                                reorder=False)

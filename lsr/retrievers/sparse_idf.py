@@ -40,13 +40,12 @@ from lsr.types import SparseBatch
 IDF_FILE = "idf.npy"
 
 
-def idf_table(texts: Sequence[str], tokenizer: Any, vocab_size: int) -> np.ndarray:
-    """IDF (float32, one per vocabulary term) of the WordPiece tokens of ``texts``."""
-    fitted = BM25Encoder.fit(list(texts), analyzer="wordpiece", tokenizer=tokenizer)
+def idf_table(fitted: BM25Encoder, vocab_size: int) -> np.ndarray:
+    """IDF (float32, one per vocabulary term) from WordPiece statistics of the collection's texts."""
     df = np.zeros(vocab_size, np.float64)
     n = min(vocab_size, fitted.df.size)
     df[:n] = fitted.df[:n]
-    return np.log1p((len(texts) - df + 0.5) / (df + 0.5)).astype(np.float32)
+    return np.log1p((fitted.n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
 
 
 class SparseIdfRetriever(Retriever):
@@ -88,7 +87,7 @@ class SparseIdfRetriever(Retriever):
     @classmethod
     def build(cls, ctx: BuildContext, name: str) -> RetrieverEntry:
         vocab = int(ctx.splade_vectors.vocab_size)
-        idf = idf_table(ctx.texts, ctx.splade_encoder.tokenizer, vocab)
+        idf = idf_table(ctx.wordpiece_stats(), vocab)
         save_array(ctx.folder, f"{name}/{IDF_FILE}", idf)
         return RetrieverEntry(kind=cls.kind, dir=name, files=tuple(folder_files(ctx.folder, name)),
                               settings={"documents": "sparse", "idf": "bm25",
