@@ -46,7 +46,6 @@ from lsr.params import (
     RETRIEVERS,
     SPEEDS,
     BuildConfig,
-    available_modes,
     check_k,
     speed_params,
 )
@@ -233,11 +232,10 @@ def evaluate_beir(source, *, out: str | Path = "results", index_dir: str | Path 
                                       bm25=need_bm25, sparse_idf="sparse-idf" in asked, device=device,
                                       rebuild=rebuild, show_progress=show_progress)
     log(f"{ds.name}: index {'reused' if index_info['cached'] else 'built'}: {folder}")
-    manifest = load_manifest(folder)
-    if modes is None:
-        have = available_modes(list(manifest.retrievers))
-        modes = [m for m in MODES if m in have]
     searcher = Searcher.load(folder, device=device)
+    manifest = searcher.collection.manifest  # read once, by the collection
+    if modes is None:
+        modes = [m for m in MODES if m in searcher.modes]
     dense = manifest.retrievers.get("dense")
     index_info.update(documents=manifest.documents, postings=searcher.info.get("postings"),
                       size_bytes=sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()),
@@ -252,7 +250,7 @@ def evaluate_beir(source, *, out: str | Path = "results", index_dir: str | Path 
               "settings": {"modes": list(modes), "metrics": list(metrics), "baselines": list(baselines),
                            "k": k, "speed": speed, "threads": threads, "warmup_queries": warmup,
                            "device": device, "model": model, "ignore_identical_ids": True,
-                           "fusion": fusion.to_dict() if hasattr(fusion, "to_dict") else fusion},
+                           "fusion": fusion},
               "index": index_info, "runs": {}}
     for mode in modes:
         run, timings = _timed_mode(searcher, mode, ds.queries, k=k, speed=speed, threads=threads,
