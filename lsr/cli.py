@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from lsr.adapt.run import adapt_arguments, adapt_from_args
 from lsr.console import Parser, run_command
 from lsr.corpus import counted
 from lsr.demo import DEMO_INDEX_DIR, demo_queries, write_demo_corpus
@@ -159,6 +160,9 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=_positive, default=None, help="default 8000")
     sv.add_argument("--model", default=None)
     sv.add_argument("--threads", type=_positive, default=None, help="search worker threads")
+
+    adapt_arguments(sub.add_parser("adapt", help="fit the collection's inference-free queries (sparse-idf) "
+                                                 "and hybrid fusion to the collection"))
 
     eval_arguments(sub.add_parser("eval", help="BEIR evaluation of every mode, with Pyserini baselines"))
 
@@ -343,6 +347,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     handlers = {"index": _cmd_index, "search": _cmd_search, "demo": _cmd_demo, "tune-fusion": _cmd_tune,
-                "eval": run_from_args, "export": _cmd_export,
+                "eval": run_from_args, "export": _cmd_export, "adapt": adapt_from_args,
                 "serve": lambda a: _serve(a.index, a.host, a.port, a.model, a.config, a.threads)}
     return run_command(args.command, handlers[args.command], args)

@@ -184,7 +184,7 @@ class Collection:
     def set_fusion(self, fusion: dict | FusionSpec | None) -> Manifest:
         """Record the default fusion in the manifest (``lsr tune-fusion``); None forgets it."""
         spec = None if fusion is None else FusionSpec.check(fusion, self.names).to_dict()
-        self.manifest = write_manifest(self.path, self.manifest.replace(fusion=spec))
+        self.manifest = write_manifest(self.path, self.manifest.replace(fusion=spec), next_generation=True)
         self._default_fusion = self.manifest.default_fusion()
         return self.manifest
 

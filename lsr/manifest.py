@@ -5,7 +5,8 @@ Format version 3 (``manifest.json`` at the folder's root)::
     {"format_version": 3, "documents": {"count": N, "ids": "ids.txt", "store": "docs.sqlite"},
      "retrievers": {"sparse": {"kind": "sparse", "dir": "sparse", "settings": {...}, "encoder": {...},
                                "files": [...]}, "dense": {...}, "bm25": {...}, "sparse-idf": {...}},
-     "fusion": null | {...}, "provenance": {"corpus": {...}, "build": {...}},
+     "fusion": null | {...}, "hybrid": null | ["sparse-idf", "dense", "bm25"], "generation": 3,
+     "provenance": {"corpus": {...}, "build": {...}},
      "created_by": "...", "created_at": "...", "files": {relative path: {bytes, sha256}}}
 
 Every retriever lives in its own subfolder (``dir``) and describes itself in its section; the row space
@@ -95,6 +96,11 @@ class Manifest:
     ids_file: str = IDS_FILE
     docstore: str | None = DOCSTORE_FILE
     fusion: Mapping[str, Any] | None = None
+    #: the retrievers an untuned hybrid fuses (None: each kind's ``in_default_fusion``); ``lsr adapt`` puts
+    #: ``sparse-idf`` in place of ``sparse`` so that a hybrid query runs no SPLADE model
+    hybrid: tuple[str, ...] | None = None
+    #: how many times the manifest was written (a build writes 1; each ``lsr adapt`` / ``tune-fusion`` + 1)
+    generation: int = 1
     corpus: Mapping[str, Any] = field(default_factory=dict)
     build: BuildConfig | None = None
     format_version: int = FORMAT_VERSION
@@ -110,7 +116,10 @@ class Manifest:
 
     @property
     def fused_by_default(self) -> list[str]:
-        """The retrievers an untuned hybrid search fuses (each kind says whether it joins by default)."""
+        """The retrievers an untuned hybrid search fuses: the collection's setting (:attr:`hybrid`), else
+        those whose kind joins by default."""
+        if self.hybrid:
+            return [n for n in self.hybrid if n in self.retrievers]
         return [n for n, e in self.retrievers.items() if retriever_class(e.kind).in_default_fusion]
 
     def default_fusion(self) -> FusionSpec:
@@ -131,6 +140,7 @@ class Manifest:
                 "documents": {"count": self.documents, "ids": self.ids_file, "store": self.docstore},
                 "retrievers": {n: e.to_json() for n, e in self.retrievers.items()},
                 "fusion": None if self.fusion is None else dict(self.fusion),
+                "hybrid": None if self.hybrid is None else list(self.hybrid), "generation": self.generation,
                 "provenance": {"corpus": dict(self.corpus),
                                "build": None if self.build is None else self.build.settings()}}
 
@@ -157,12 +167,20 @@ class Manifest:
             fusion = obj.get("fusion")
             if fusion is not None and not isinstance(fusion, dict):
                 raise ValueError("fusion must be an object")
+            hybrid = obj.get("hybrid")
+            if hybrid is not None and (not isinstance(hybrid, list) or not hybrid or len(set(hybrid)) != len(
+                    hybrid) or any(n not in entries for n in hybrid)):
+                raise ValueError(f"hybrid must list retrievers of the collection, got {hybrid!r}")
+            generation = obj.get("generation", 1)
+            if isinstance(generation, bool) or not isinstance(generation, int) or generation < 1:
+                raise ValueError(f"generation {generation!r}")
         except IndexFormatError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise IndexFormatError(f"{where} is not a valid collection manifest ({e})") from None
         return cls(documents=count, retrievers=entries, ids_file=ids_file,
                    docstore=None if store is None else str(store), fusion=fusion,
+                   hybrid=None if hybrid is None else tuple(hybrid), generation=generation,
                    corpus=dict(prov.get("corpus") or {}), build=build,
                    format_version=int(obj.get("format_version", FORMAT_VERSION)),
                    created_by=str(obj.get("created_by", "")), created_at=str(obj.get("created_at", "")),
@@ -180,13 +198,19 @@ def load_manifest(folder: str | Path, *, verify: bool = False) -> Manifest:
     return Manifest.from_json(raw, where)
 
 
-def write_manifest(folder: str | Path, manifest: Manifest) -> Manifest:
+def write_manifest(folder: str | Path, manifest: Manifest, *, next_generation: bool = False,
+                   add: tuple[str, ...] = (), drop: tuple[str, ...] = ()) -> Manifest:
     """The one writer: ``manifest.json`` of ``folder`` (atomically, last; lists every file with its sha256).
-    Refuses a migrated (older) manifest: such folders are read-only."""
+    ``next_generation``: a new version of an existing collection's manifest (its generation + 1); the
+    rename is the commit, readers see the previous version until then; ``add`` / ``drop``: the files (paths
+    in the folder) such an update wrote / stopped using. Refuses a migrated (older)
+    manifest: such folders are read-only."""
     if manifest.migrated:
         raise IndexFormatError(f"{folder} has index format version {manifest.format_version}, which this "
                                f"lsr-engine opens read-only: {rebuild_hint(folder)}")
-    written = storage.write_manifest(folder, manifest.to_json(), version=FORMAT_VERSION)
+    if next_generation:
+        manifest = manifest.replace(generation=manifest.generation + 1)
+    written = storage.write_manifest(folder, manifest.to_json(), version=FORMAT_VERSION, add=add, drop=drop)
     return Manifest.from_json(written, str(Path(folder) / storage.MANIFEST))
 
 

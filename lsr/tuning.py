@@ -58,10 +58,14 @@ class TuneResult:
 
 def tune_fusion(searcher, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]], *,
                 metric: str = "ndcg@10", step: float = 0.1, normalization: str = "minmax", depth: int = 100,
-                speed: str = "safe") -> TuneResult:
-    """Grid-search convex fusion weights of the retrievers an untuned hybrid search fuses, on ``queries``
-    judged by ``qrels`` (each retriever searched once; every candidate fused on arrays)."""
-    names = searcher.collection.manifest.fused_by_default
+                speed: str = "safe", names: list[str] | None = None) -> TuneResult:
+    """Grid-search convex fusion weights of ``names`` (default: the retrievers an untuned hybrid search
+    fuses), on ``queries`` judged by ``qrels`` (each retriever searched once; every candidate fused on
+    arrays)."""
+    names = list(names) if names is not None else searcher.collection.manifest.fused_by_default
+    unknown = [n for n in names if n not in searcher.retrievers]
+    if unknown:
+        raise ValueError(f"the index has no {unknown[0]} retriever (it has {', '.join(searcher.retrievers)})")
     if len(names) < 2:
         raise ValueError(f"the index has only the {names[0]} retriever: nothing to fuse")
     if normalization not in NORMALIZATIONS:
@@ -101,4 +105,4 @@ def write_fusion(index_path: str | Path, fusion: dict) -> dict:
     """Record ``fusion`` as the index's default (manifest rewritten atomically); returns the manifest."""
     manifest = load_manifest(index_path)
     spec = FusionSpec.check(fusion, list(manifest.retrievers)).to_dict()
-    return write_manifest(index_path, manifest.replace(fusion=spec)).to_json()
+    return write_manifest(index_path, manifest.replace(fusion=spec), next_generation=True).to_json()

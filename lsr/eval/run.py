@@ -211,11 +211,12 @@ def evaluate_beir(source, *, out: str | Path = "results", index_dir: str | Path 
                   metrics: Sequence[str] = DEFAULT_METRICS, baselines: Sequence[str] = (),
                   cross: bool | None = None, k: int = 1000, speed: str = DEFAULT_SPEED,
                   threads: int | None = None, warmup: int = 1000, device: str = "auto", rebuild: bool = False,
-                  show_progress: bool = True, log=print) -> dict:
+                  adapt: bool = False, show_progress: bool = True, log=print) -> dict:
     """Evaluate one BEIR data set (folder, name or ``"demo"``); writes ``out/<name>/`` and returns the
     contents of its ``metrics.json``. ``modes`` (default: every mode the index has, in
     :data:`lsr.params.MODES` order; the index is built with every retriever). ``cross`` (default: on when a
-    Pyserini baseline runs) adds the Lucene impact cross-check of the sparse mode."""
+    Pyserini baseline runs) adds the Lucene impact cross-check of the sparse mode. ``adapt``: evaluate a copy
+    of the index adapted by ``lsr adapt`` (on the train split when there is one, else label-free)."""
     check_k(k)
     speed_params(speed)
     if modes is not None:
@@ -232,6 +233,22 @@ def evaluate_beir(source, *, out: str | Path = "results", index_dir: str | Path 
                                       bm25=need_bm25, sparse_idf="sparse-idf" in asked, device=device,
                                       rebuild=rebuild, show_progress=show_progress)
     log(f"{ds.name}: index {'reused' if index_info['cached'] else 'built'}: {folder}")
+    work = Path(index_dir or CACHE_DIR / "indexes") / f".work-{ds.name}-{os.getpid()}"
+    try:
+        return _evaluate(ds, folder, index_info, work, modes=modes, model=model, metrics=metrics,
+                         baselines=baselines, cross=cross, k=k, speed=speed, threads=threads, warmup=warmup,
+                         device=device, adapt=adapt, out=out, split=split, t_start=t_start, log=log)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _evaluate(ds, folder: Path, index_info: dict, work: Path, *, modes, model, metrics, baselines, cross, k,
+              speed, threads, warmup, device, adapt, out, split, t_start, log) -> dict:
+    adapted = None
+    if adapt:
+        from lsr.adapt.run import adapt_for_eval
+
+        folder, adapted = adapt_for_eval(ds, folder, work, log=log)
     searcher = Searcher.load(folder, device=device)
     manifest = searcher.collection.manifest  # read once, by the collection
     if modes is None:
@@ -252,6 +269,8 @@ def evaluate_beir(source, *, out: str | Path = "results", index_dir: str | Path 
                            "device": device, "model": model, "ignore_identical_ids": True,
                            "fusion": fusion},
               "index": index_info, "runs": {}}
+    if adapted is not None:
+        result["adapt"] = adapted
     for mode in modes:
         run, timings = _timed_mode(searcher, mode, ds.queries, k=k, speed=speed, threads=threads,
                                    warmup=warmup)
@@ -259,26 +278,22 @@ def evaluate_beir(source, *, out: str | Path = "results", index_dir: str | Path 
         result["runs"][mode] = {**_scored(run, ds.qrels, metrics), "timings": timings,
                                 "run_file": f"run.{mode}.trec"}
         log(_line(mode, result["runs"][mode], metrics))
-    work = Path(index_dir or CACHE_DIR / "indexes") / f".work-{ds.name}-{os.getpid()}"
-    try:
-        if "pyserini-bm25" in baselines:
-            run, info = pyserini_bm25(ds.corpus, ds.queries, workdir=work / "bm25", k=k, threads=threads,
-                                      warmup=warmup)
-            info.update(total_seconds=info["search_seconds"],
-                        queries_per_second=len(ds.queries) / info["search_seconds"])
-            write_trec_run(run, dest / "run.pyserini-bm25.trec", tag="pyserini-bm25-flat")
-            result["runs"]["pyserini-bm25"] = {**_scored(run, ds.qrels, metrics), "timings": info,
-                                               "run_file": "run.pyserini-bm25.trec"}
-            log(_line("pyserini-bm25", result["runs"]["pyserini-bm25"], metrics))
-        if cross if cross is not None else bool(baselines):
-            result["cross_check"] = cross_check(searcher, ds.queries, ds.qrels, workdir=work, k=k,
-                                                threads=threads, warmup=warmup)
-            c = result["cross_check"]
-            log(f"lucene impact cross-check: nDCG@10 ours {c['ours_exact_ndcg@10']:.4f}, lucene "
-                f"{c['lucene_impact_ndcg@10']:.4f} (difference {c['ndcg@10_difference']:+.4f}), "
-                f"top-10 overlap {c['top10_overlap']:.4f}")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    if "pyserini-bm25" in baselines:
+        run, info = pyserini_bm25(ds.corpus, ds.queries, workdir=work / "bm25", k=k, threads=threads,
+                                  warmup=warmup)
+        info.update(total_seconds=info["search_seconds"],
+                    queries_per_second=len(ds.queries) / info["search_seconds"])
+        write_trec_run(run, dest / "run.pyserini-bm25.trec", tag="pyserini-bm25-flat")
+        result["runs"]["pyserini-bm25"] = {**_scored(run, ds.qrels, metrics), "timings": info,
+                                           "run_file": "run.pyserini-bm25.trec"}
+        log(_line("pyserini-bm25", result["runs"]["pyserini-bm25"], metrics))
+    if cross if cross is not None else bool(baselines):
+        result["cross_check"] = cross_check(searcher, ds.queries, ds.qrels, workdir=work, k=k,
+                                            threads=threads, warmup=warmup)
+        c = result["cross_check"]
+        log(f"lucene impact cross-check: nDCG@10 ours {c['ours_exact_ndcg@10']:.4f}, lucene "
+            f"{c['lucene_impact_ndcg@10']:.4f} (difference {c['ndcg@10_difference']:+.4f}), "
+            f"top-10 overlap {c['top10_overlap']:.4f}")
     result["wall_seconds"] = time.perf_counter() - t_start
     (dest / "metrics.json").write_text(json.dumps(result, indent=1))
     (dest / "results.md").write_text(markdown_table([result], metrics) + "\n")
@@ -360,6 +375,9 @@ def add_arguments(p) -> None:
     p.add_argument("--warmup", type=int, default=1000, help="queries run once untimed first (default 1000)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--rebuild", action="store_true", help="rebuild the index even if cached")
+    p.add_argument("--adapt", action="store_true",
+                   help="evaluate a copy of the index adapted by `lsr adapt` (on the train split when the "
+                        "data set has one, label-free otherwise)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -380,7 +398,8 @@ def run_from_args(a) -> int:
     results = [evaluate_beir(src, out=a.out, index_dir=a.index_dir, model=a.model, modes=modes, split=a.split,
                              metrics=metrics, baselines=baselines, cross=False if a.no_cross_check else None,
                              k=a.k, speed=a.speed, threads=a.threads, warmup=max(0, a.warmup),
-                             device=a.device, rebuild=a.rebuild, show_progress=not a.no_progress,
+                             device=a.device, rebuild=a.rebuild, adapt=a.adapt,
+                             show_progress=not a.no_progress,
                              log=lambda s: print(s, file=sys.stderr, flush=True)) for src in a.beir]
     table = markdown_table(results, metrics)
     if len(results) > 1:

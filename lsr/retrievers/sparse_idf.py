@@ -5,7 +5,9 @@ runs at query time, only the tokenizer (Geng et al., "Towards Competitive Search
 Inference-Free Learned Sparse Retrievers", 2024; OpenSearch's doc-only neural sparse mode). The document
 side is the ``sparse`` retriever's index (shared, not copied); this retriever stores only its IDF table
 (``idf.npy``, float32 over the vocabulary), fitted at build time from the collection's texts with Lucene's
-BM25 idf ``log(1 + (N - df + 0.5) / (df + 0.5))``.
+BM25 idf ``log(1 + (N - df + 0.5) / (df + 0.5))``. ``lsr adapt`` (:mod:`lsr.adapt`) fits learned weights
+to the collection, stored beside it (``weights-<generation>.npy``, named by ``settings["weights"]``); the IDF
+table stays as the start they were fitted from.
 
 Example:
     >>> idf = Collection.open("my-index").retrievers["sparse-idf"]                  # doctest: +SKIP
@@ -38,6 +40,21 @@ from lsr.retrievers.base import (
 from lsr.types import SparseBatch
 
 IDF_FILE = "idf.npy"
+#: no learned weight may exceed this (learned weights are IDF-scaled; far above any IDF means a broken file)
+MAX_WEIGHT = 1e4
+
+
+def weights_file(generation: int) -> str:
+    """The learned weights' file name for a manifest generation (a new name per version: readers of the
+    previous manifest keep reading theirs until the commit)."""
+    return f"weights-{int(generation)}.npy"
+
+
+def _check_table(table: Any, vocab: int, top: float, where: Any) -> np.ndarray:
+    if table.dtype != np.float32 or table.shape != (vocab,) or \
+            not np.all((table >= 0) & (table <= np.float32(top))):
+        raise IndexFormatError(f"{where} is corrupted: expected {vocab} weights in [0, {top:.4g}] (float32)")
+    return np.asarray(table)
 
 
 def idf_table(fitted: BM25Encoder, vocab_size: int) -> np.ndarray:
@@ -59,9 +76,14 @@ class SparseIdfRetriever(Retriever):
     in_default_fusion = False
 
     def __init__(self, index: Any, idf: np.ndarray, tokenizer: Any = None,
-                 max_length: int = DEFAULT_MAX_LENGTH) -> None:
+                 max_length: int = DEFAULT_MAX_LENGTH, *, weights: np.ndarray | None = None,
+                 adapted: Any = None) -> None:
         self.index = index
         self.idf = idf
+        #: the query-token weights searches use: learned (``lsr adapt``) where there are some, else the IDF
+        self.weights = idf if weights is None else weights
+        self.learned = weights is not None
+        self.adapted = adapted if isinstance(adapted, dict) else None
         self.encoder = tokenizer
         self.max_length = max_length
 
@@ -73,16 +95,23 @@ class SparseIdfRetriever(Retriever):
             raise IndexFormatError(f"{ctx.path}: the sparse-idf retriever needs the sparse retriever's index")
         max_length = manifest_int(entry.settings.get("max_length", DEFAULT_MAX_LENGTH),
                                   "sparse-idf max_length", ctx.path)
-        idf = load_array(ctx.path, f"{entry.dir}/{IDF_FILE}")
+        vocab = sparse.index.vocab_size
         # no idf exceeds that of a term in no document (finite scores however many terms a query has)
-        top = np.float32(np.log1p((len(ctx.ids) + 0.5) / 0.5)) * np.float32(1 + 1e-6)
-        if idf.dtype != np.float32 or idf.shape != (sparse.index.vocab_size,) or \
-                not np.all((idf >= 0) & (idf <= top)):
-            raise IndexFormatError(f"{ctx.path / entry.dir / IDF_FILE} is corrupted: expected "
-                                   f"{sparse.index.vocab_size} idf values in [0, {top:.4g}] (float32)")
+        top = float(np.log1p((len(ctx.ids) + 0.5) / 0.5)) * (1 + 1e-6)
+        idf = _check_table(load_array(ctx.path, f"{entry.dir}/{IDF_FILE}"), vocab, top,
+                           ctx.path / entry.dir / IDF_FILE)
+        learned = entry.settings.get("weights")
+        weights = None
+        if learned is not None:
+            if not isinstance(learned, str) or "/" in learned or not learned.endswith(".npy"):
+                raise IndexFormatError(f"{ctx.path}: sparse-idf weights must be a .npy file name, "
+                                       f"got {learned!r}")
+            weights = _check_table(load_array(ctx.path, f"{entry.dir}/{learned}", mmap=False), vocab,
+                                   MAX_WEIGHT, ctx.path / entry.dir / learned)
         enc = getattr(sparse, "encoder", None)
         tokenizer = getattr(enc, "tokenizer", None)
-        return cls(sparse.index, np.asarray(idf), tokenizer, max_length)
+        return cls(sparse.index, idf, tokenizer, max_length, weights=weights,
+                   adapted=entry.settings.get("adapted"))
 
     @classmethod
     def build(cls, ctx: BuildContext, name: str) -> RetrieverEntry:
@@ -94,18 +123,31 @@ class SparseIdfRetriever(Retriever):
                                         "max_length": ctx.config.max_length,
                                         "tokenizer": ctx.splade_encoder.describe().get("name")})
 
-    def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64) -> SparseBatch:
+    def query_tokens(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Each text's distinct WordPiece token ids (int32, ascending, inside the vocabulary)."""
         if self.encoder is None:
             raise RuntimeError("this Searcher was opened without the sparse-idf tokenizer")
         enc = self.encoder(list(texts), add_special_tokens=False, truncation=True, max_length=self.max_length,
                            verbose=False, return_attention_mask=False, return_token_type_ids=False)
-        vocab = self.idf.size
-        rows = []
+        vocab = self.weights.size
+        out = []
         for ids in enc["input_ids"]:
             terms = np.unique(np.asarray(ids, np.int64))
-            terms = terms[(terms >= 0) & (terms < vocab)]
-            rows.append({int(t): float(self.idf[t]) for t in terms if self.idf[t] > 0})
-        return SparseBatch.from_dicts(rows, vocab_size=self.index.vocab_size)
+            out.append(terms[(terms >= 0) & (terms < vocab)].astype(np.int32))
+        return out
+
+    def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64,
+                       weights: np.ndarray | None = None) -> SparseBatch:
+        """Query vectors: each text's tokens weighted by ``weights`` (default: the retriever's), zeros
+        dropped."""
+        w = self.weights if weights is None else weights
+        tokens = self.query_tokens(texts)
+        lengths = np.zeros(len(tokens) + 1, np.int64)
+        keep = [t[w[t] > 0] for t in tokens]
+        lengths[1:] = np.cumsum([t.size for t in keep])
+        indices = np.concatenate(keep) if keep else np.zeros(0, np.int32)
+        return SparseBatch(lengths, indices.astype(np.int32), w[indices].astype(np.float32),
+                           self.index.vocab_size)
 
     def truncated(self, text: str) -> bool:
         if self.encoder is None or len(text) <= self.max_length:
@@ -125,4 +167,5 @@ class SparseIdfRetriever(Retriever):
         return term_contributions(self.index, Q.row(i), row, decode)
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "model_free": True}
+        return {"kind": self.kind, "model_free": True, "weights": "learned" if self.learned else "idf",
+                **({"adapted": self.adapted} if self.adapted else {})}
