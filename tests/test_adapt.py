@@ -135,8 +135,8 @@ def test_adapt_cli_errors_are_one_line(mini_index, mini_beir, tmp_path, capsys):
                  "--qrels", str(mini_beir / "qrels" / "test.tsv")]) == 2
     err = capsys.readouterr().err.strip()
     assert "no queries" in err and len(err.splitlines()) == 1
-    assert main(["adapt", "--index", str(folder), "--queries", str(mini_beir / "queries.jsonl")]) == 2
-    assert "--qrels" in capsys.readouterr().err
+    assert main(["adapt", "--index", str(folder), "--qrels", str(mini_beir / "qrels" / "test.tsv")]) == 2
+    assert "--qrels needs --queries" in capsys.readouterr().err
     assert main(["adapt", "--index", str(tmp_path / "nope")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
@@ -169,3 +169,19 @@ def test_sparse_idf_mode_through_the_cli(mini_index, capsys):
     assert main(["search", "--index", str(mini_index), "volcano", "--mode", "sparse-idf", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out
+
+
+def test_label_free_adapt_end_to_end(adapted_copy, capsys):
+    """Pseudo-queries, the real trainer, the guard and the label-free fusion, from the CLI."""
+    folder, _ = adapted_copy
+    before = load_manifest(folder).generation
+    assert main(["adapt", "--index", str(folder), "--pseudo", "24", "--hybrid", "sparse-idf"]) == 0
+    out = capsys.readouterr().out
+    assert "held-out idf" in out and "held-out learned" in out and "hybrid fuses: sparse-idf" in out
+    m = load_manifest(folder, verify=True)
+    assert m.generation == before + 1 and m.fusion["tuned"]["labels"] is False
+    assert set(m.fusion["weights"]) == {"sparse-idf", "dense", "bm25"}
+    assert abs(sum(m.fusion["weights"].values()) - 1) < 1e-6
+    adapted = m.retrievers["sparse-idf"].settings["adapted"]
+    assert adapted["source"] == "pseudo" and adapted["held_queries"] >= 1
+    assert ("weights" in m.retrievers["sparse-idf"].settings) == adapted["kept"]

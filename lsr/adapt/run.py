@@ -68,7 +68,9 @@ class AdaptResult:
     peak_rss_mib: float
     written: bool
     facts: dict = field(default_factory=dict)
+    #: the weights searches use now (learned if kept, else the IDF start) and the learned ones either way
     weights: np.ndarray | None = None
+    learned: np.ndarray | None = None
 
     def lines(self) -> list[str]:
         h = self.held_out
@@ -131,7 +133,7 @@ def adapt(index: Any, *, queries: str | Path | None = None, qrels: str | Path | 
           pseudo: int = 4000, holdout: float = 0.2, seed: int = 0, hybrid: str = "auto",
           fusion: str = "auto", tolerance: float = 0.005, dry_run: bool = False, epochs: int | None = None,
           distill: float | None = None, l1: float | None = None, depth: int = 100,
-          log=print) -> AdaptResult:
+          train_options: dict | None = None, log=print) -> AdaptResult:
     """Adapt the collection at ``index`` (a path or an opened :class:`lsr.Searcher`); see the module
     docstring. ``queries`` + ``qrels``: labelled training queries, else ``pseudo`` pseudo-queries.
     ``log``: progress lines (None: quiet)."""
@@ -142,8 +144,13 @@ def adapt(index: Any, *, queries: str | Path | None = None, qrels: str | Path | 
         raise ValueError(f"hybrid must be one of {HYBRID_CHOICES}, got {hybrid!r}")
     if fusion not in FUSION_CHOICES:
         raise ValueError(f"fusion must be one of {FUSION_CHOICES}, got {fusion!r}")
-    if (queries is None) != (qrels is None):
-        raise ValueError("give both --queries and --qrels (labelled), or neither (label-free)")
+    if qrels is not None and queries is None:
+        raise ValueError("--qrels needs --queries (the judged queries' texts)")
+    unlabelled = None
+    if queries is not None and qrels is None:  # the user's queries, without judgements: used by the fusion
+        from lsr.eval.beir import read_queries
+
+        unlabelled = list(read_queries(queries).values())
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
     searcher = index if isinstance(index, Searcher) else Searcher.load(index)
@@ -153,7 +160,7 @@ def adapt(index: Any, *, queries: str | Path | None = None, qrels: str | Path | 
     start = np.asarray(student.idf, np.float32)
 
     t0 = time.perf_counter()
-    data = labelled_queries(collection, queries, qrels) if queries is not None else \
+    data = labelled_queries(collection, queries, qrels) if qrels is not None else \
         pseudo_queries(collection, n=pseudo, seed=seed)
     train, held = data.split(holdout, seed=seed)
     say(f"{len(train):,} training and {len(held):,} held-out {data.source} queries; mining candidates")
@@ -171,6 +178,7 @@ def adapt(index: Any, *, queries: str | Path | None = None, qrels: str | Path | 
         kw["epochs"] = epochs
     if l1 is not None:
         kw["l1"] = l1
+    kw.update(train_options or {})
     fit = fit_weights(ts, (f_indptr, f_terms, f_impacts), student.index.scale, start, **kw)
     learned = np.ascontiguousarray(fit.weights, np.float32)
     seconds["train"] = time.perf_counter() - t0
@@ -188,8 +196,11 @@ def adapt(index: Any, *, queries: str | Path | None = None, qrels: str | Path | 
     # which sparse side hybrid fuses: with the adapted weights in place for the comparison
     previous, student.weights = student.weights, weights
     try:
-        fused = [n for n in collection.manifest.fused_by_default if n != "sparse-idf"]
-        with_splade = [n if n != "sparse-idf" else "sparse" for n in fused] or ["sparse"]
+        # the hybrid's members with the SPLADE query encoder as its sparse side (whichever it fuses now)
+        with_splade = list(dict.fromkeys("sparse" if n == "sparse-idf" else n
+                                         for n in collection.manifest.fused_by_default))
+        if "sparse" not in with_splade:
+            with_splade.insert(0, "sparse")
         with_idf = ["sparse-idf" if n == "sparse" else n for n in with_splade]
         if hybrid == "auto" and len(with_splade) > 1:
             figures["hybrid"] = {"sparse": _hybrid_figures(searcher, held, with_splade),
@@ -204,7 +215,8 @@ def adapt(index: Any, *, queries: str | Path | None = None, qrels: str | Path | 
         t0 = time.perf_counter()
         spec = None
         if fusion == "auto" and len(names) > 1:
-            spec = _fit_fusion(searcher, data, names, queries=queries, qrels=qrels, seed=seed, say=say)
+            spec = _fit_fusion(searcher, data, names, queries=queries, qrels=qrels, unlabelled=unlabelled,
+                               seed=seed, say=say)
         seconds["fusion"] = time.perf_counter() - t0
     finally:
         student.weights = previous
@@ -220,11 +232,14 @@ def adapt(index: Any, *, queries: str | Path | None = None, qrels: str | Path | 
     return AdaptResult(source=data.source, train_queries=len(train), held_queries=len(held), held_out=figures,
                        kept=kept, hybrid=names, fusion=spec, flops=flops, seconds=seconds,
                        peak_rss_mib=_peak_rss_mib(), written=written,
-                       facts={**data.facts, "fit": getattr(fit, "facts", {})}, weights=weights)
+                       facts={**data.facts, "fit": getattr(fit, "facts", {})}, weights=weights,
+                       learned=learned)
 
 
-def _fit_fusion(searcher, data: Queries, names: list[str], *, queries, qrels, seed: int, say) -> dict:
-    """Fusion weights over ``names``: tuned on the labels when there are some, else label-free."""
+def _fit_fusion(searcher, data: Queries, names: list[str], *, queries, qrels, unlabelled, seed: int,
+                say) -> dict:
+    """Fusion weights over ``names``: tuned on the labels when there are some, else label-free (on the
+    user's unlabelled queries when given, else on pseudo-queries: :mod:`lsr.adapt.fusion`)."""
     if data.source == "labelled":
         from lsr.eval.beir import read_queries
         from lsr.eval.metrics import read_qrels
@@ -235,7 +250,8 @@ def _fit_fusion(searcher, data: Queries, names: list[str], *, queries, qrels, se
         return {**res.fusion, "tuned": {**res.fusion["tuned"], "labels": True}}
     from lsr.adapt.fusion import fit_fusion_unlabelled
 
-    res = fit_fusion_unlabelled(searcher, names=names, seed=seed)
+    res = fit_fusion_unlabelled(searcher, unlabelled, names=names, seed=seed)
+    say("fusion fitted without labels: " + ", ".join(f"{n} {w:.3f}" for n, w in res.weights.items()))
     return res.fusion
 
 
@@ -274,7 +290,9 @@ def _commit(collection, weights: np.ndarray | None, hybrid: list[str], fusion: d
 def adapt_arguments(p) -> None:
     """The ``lsr adapt`` options (also used by ``lsr eval --adapt`` for the shared ones)."""
     p.add_argument("--index", required=True, help="index folder (with sparse and sparse-idf retrievers)")
-    p.add_argument("--queries", default=None, help="labelled training queries (BEIR queries.jsonl)")
+    p.add_argument("--queries", default=None,
+                   help="training queries (BEIR queries.jsonl): labelled with --qrels; without, unlabelled "
+                        "queries the label-free fusion fits on")
     p.add_argument("--qrels", default=None, help="their judgements (BEIR qrels TSV, e.g. qrels/train.tsv)")
     p.add_argument("--pseudo", type=int, default=4000,
                    help="without labels: how many pseudo-queries to draw from the documents (default 4000)")
