@@ -1,10 +1,10 @@
 """Load test of the HTTP service: requests/s and latency percentiles per scenario and client count.
 
-Scenarios: ``POST /search`` with mode sparse, ``POST /search`` with mode hybrid, and ``POST /search/batch``
-(``--batch-size`` queries per request). Each runs at every ``--concurrency`` (closed loop: each client sends
-its next request when the previous one is answered) for ``--duration`` seconds or ``--max-requests``
-requests, whichever comes first, after ``--warmup`` untimed requests. Any 5xx is a failure (exit code 1);
-other errors (4xx, timeouts, refused connections) are counted apart.
+Scenarios: ``POST /search`` with each of ``--modes`` (default sparse and hybrid; e.g. sparse-idf), and
+``POST /search/batch`` (``--batch-size`` queries per request). Each runs at every ``--concurrency``
+(closed loop: each client sends its next request when the previous one is answered) for ``--duration``
+seconds or ``--max-requests`` requests, whichever comes first, after ``--warmup`` untimed requests. Any
+5xx is a failure (exit code 1); other errors (4xx, timeouts, refused connections) are counted apart.
 
 With ``--index DIR`` it starts the server itself (``python -m lsr serve``, output in a log file), waits for
 ``GET /ready``, and reports the server's resident memory (VmRSS from /proc) before the load, after it, and
@@ -108,7 +108,8 @@ async def drive(client: httpx.AsyncClient, make_request, clients: int, duration:
     return {**counts, "errors": errors, "seconds": time.perf_counter() - t0, "latencies": sorted(latencies)}
 
 
-def scenarios(queries: list[str], k: int, batch_size: int, batch_mode: str) -> dict:
+def scenarios(queries: list[str], k: int, batch_size: int, batch_mode: str,
+              modes: tuple[str, ...] = ("sparse", "hybrid")) -> dict:
     """name -> (queries per request, make_request(i) -> (path, body))."""
     def search(mode):
         return lambda i: ("/search", {"query": queries[i % len(queries)], "k": k, "mode": mode})
@@ -118,8 +119,10 @@ def scenarios(queries: list[str], k: int, batch_size: int, batch_mode: str) -> d
         chunk = [queries[(start + j) % len(queries)] for j in range(batch_size)]
         return "/search/batch", {"queries": chunk, "k": k, "mode": batch_mode}
 
-    return {"search sparse": (1, search("sparse")), "search hybrid": (1, search("hybrid")),
-            f"batch {batch_mode} x{batch_size}": (batch_size, batch)}
+    out = {f"search {m}": (1, search(m)) for m in modes}
+    if batch_size > 0:
+        out[f"batch {batch_mode} x{batch_size}"] = (batch_size, batch)
+    return out
 
 
 def start_server(index: str, port: int, threads: int | None, log_path: Path) -> subprocess.Popen:
@@ -169,7 +172,8 @@ async def run(args, url: str, proc: subprocess.Popen | None) -> dict:
         mem = report["memory_kib"]
         if proc is not None:
             mem["before_load"] = rss_kib(proc.pid)
-        for name, (per_request, make) in scenarios(queries, args.k, args.batch_size, args.batch_mode).items():
+        cells = scenarios(queries, args.k, args.batch_size, args.batch_mode, tuple(args.modes.split(",")))
+        for name, (per_request, make) in cells.items():
             await drive(client, make, 1, math.inf, args.warmup)  # untimed: first-call costs, caches
             for clients in args.concurrency:
                 r = await drive(client, make, clients, args.duration, args.max_requests)
@@ -231,7 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-requests", type=int, default=20_000, help="requests per cell at most")
     p.add_argument("--warmup", type=int, default=20, help="untimed requests before each scenario")
     p.add_argument("--k", type=int, default=10, help="hits per query (default 10)")
-    p.add_argument("--batch-size", type=int, default=16, help="queries per POST /search/batch (default 16)")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="queries per POST /search/batch (default 16; 0: no batch scenario)")
+    p.add_argument("--modes", default="sparse,hybrid",
+                   help="modes of the one-query scenarios, comma-separated (default sparse,hybrid)")
     p.add_argument("--batch-mode", default="sparse", help="mode of the batch scenario (default sparse)")
     p.add_argument("--soak-queries", type=int, default=10_000, help="sparse searches of the memory soak")
     p.add_argument("--soak-concurrency", type=int, default=8, help="clients of the soak (default 8)")
