@@ -185,3 +185,71 @@ def test_label_free_adapt_end_to_end(adapted_copy, capsys):
     adapted = m.retrievers["sparse-idf"].settings["adapted"]
     assert adapted["source"] == "pseudo" and adapted["held_queries"] >= 1
     assert ("weights" in m.retrievers["sparse-idf"].settings) == adapted["kept"]
+
+
+# A real `lsr adapt` child that stops between writing its new weights file and committing the manifest.
+STOPPED_BEFORE_COMMIT = """
+import sys, time
+import numpy as np
+from lsr.adapt import run
+from lsr.adapt.trainer import FitResult
+
+run.fit_weights = lambda ts, f, s, init, **kw: FitResult(weights=np.asarray(init) * 0.5, history=[], facts={})
+run.held_out_figures = lambda s, held, w: {"ndcg@10": 0.9 if float(w.sum()) < float(
+    s.retriever("sparse-idf").idf.sum()) else 0.5, "recall@100": 1.0}
+
+def stop(*a, **kw):
+    print("committing", flush=True)
+    time.sleep(120)
+
+run.write_manifest = stop
+run.adapt(sys.argv[1], pseudo=12, holdout=0.5, fusion="keep", hybrid="sparse-idf", log=None)
+"""
+
+
+def test_adapt_killed_before_its_commit_leaves_the_previous_version(mini_index, tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "idx"
+    shutil.copytree(mini_index, folder)
+    before = load_manifest(folder)
+    p = subprocess.Popen([sys.executable, "-c", STOPPED_BEFORE_COMMIT, str(folder)], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert p.stdout.readline().strip() == "committing"
+        stray = list((folder / "sparse-idf").glob("weights-*.npy"))
+        assert len(stray) == 1  # the new version's file is written, its manifest is not
+    finally:
+        p.kill()
+        p.wait(timeout=60)
+    m = load_manifest(folder, verify=True)  # the previous version, whole
+    assert m.generation == before.generation and "weights" not in m.retrievers["sparse-idf"].settings
+    s = Searcher.load(folder, device="cpu")
+    assert not s.retriever("sparse-idf").learned and s.search("volcano", k=3, mode="sparse-idf")
+    # the next adaptation commits and removes what the killed one left
+    res = adapt(s, pseudo=12, holdout=0.5, fusion="keep", hybrid="sparse", log=None)
+    assert res.written
+    left = {p.name for p in (folder / "sparse-idf").glob("weights-*.npy")}
+    assert stray[0].name not in left or load_manifest(folder).retrievers["sparse-idf"].settings.get(
+        "weights") == stray[0].name
+
+
+def test_lsr_eval_adapt_evaluates_an_adapted_copy(mini_beir, tmp_path, capsys):
+    folder = tmp_path / "beir" / "mini"
+    shutil.copytree(mini_beir, folder)
+    shutil.copy(folder / "qrels" / "test.tsv", folder / "qrels" / "train.tsv")  # a train split: supervised
+    out, idx = tmp_path / "results", tmp_path / "indexes"
+    assert main(["eval", "--beir", str(folder), "--index-dir", str(idx), "--out", str(out), "--no-progress",
+                 "--warmup", "0", "--modes", "sparse-idf,hybrid", "--adapt"]) == 0
+    res = json.loads((out / "mini" / "metrics.json").read_text())
+    a = res["adapt"]
+    assert a["source"] == "labelled" and a["split"] == "train" and a["held_queries"] >= 1
+    assert set(a["held_out"]) >= {"idf", "learned"} and isinstance(a["kept"], bool)
+    assert set(res["runs"]) == {"sparse-idf", "hybrid"}
+    assert res["settings"]["fusion"]["weights"].keys() == set(a["hybrid"])
+    # the cached index itself is left as built; the adapted copy is gone
+    cached = [p for p in idx.iterdir() if not p.name.startswith(".")]
+    assert len(cached) == 1 and load_manifest(cached[0]).generation == 1 and load_manifest(cached[0]).hybrid is None
+    assert not [p for p in idx.iterdir() if p.name.startswith(".work")]
+    capsys.readouterr()
