@@ -250,6 +250,7 @@ def test_lsr_eval_adapt_evaluates_an_adapted_copy(mini_beir, tmp_path, capsys):
     assert res["settings"]["fusion"]["weights"].keys() == set(a["hybrid"])
     # the cached index itself is left as built; the adapted copy is gone
     cached = [p for p in idx.iterdir() if not p.name.startswith(".")]
-    assert len(cached) == 1 and load_manifest(cached[0]).generation == 1 and load_manifest(cached[0]).hybrid is None
+    assert len(cached) == 1
+    assert load_manifest(cached[0]).generation == 1 and load_manifest(cached[0]).hybrid is None
     assert not [p for p in idx.iterdir() if p.name.startswith(".work")]
     capsys.readouterr()
