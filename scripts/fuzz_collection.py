@@ -380,6 +380,8 @@ class StubDense:
         x = np.stack([text_rng(t, self.salt).normal(size=self.dim) for t in texts]).astype(np.float32)
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
+    encode_queries = encode
+
 
 def check_collection(base: dict, edit: Edit, rng, *, check_sparse, check_dense, oracle) -> str:
     """Open the copy through ``Searcher.load`` and check every retriever, hybrid search and the docstore."""

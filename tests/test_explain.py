@@ -38,7 +38,7 @@ def test_dense_filter_against_numpy(mini_searcher):
     dense_index, encoder = (mini_searcher.retriever("dense").index, mini_searcher.retriever("dense").encoder)
     ids = np.array(list(map(str, mini_searcher.index.ids)))
     allowed = list(ids[1::2])
-    q = encoder.encode([QUERY])[0]
+    q = encoder.encode_queries([QUERY])[0]  # the query path (ONNX Runtime where installed)
     rows = np.flatnonzero(np.isin(ids, allowed))
     scores = dense_index.vectors(rows) @ q
     order = np.argsort(-scores, kind="stable")[:5]

@@ -40,7 +40,7 @@ def test_dense_mode_equals_numpy_oracle(mini_searcher):
     records = read_corpus(MINI_CORPUS).records
     enc = mini_searcher.retriever("dense").encoder
     x = enc.encode([r.content for r in records])
-    q = enc.encode(["glaciers carve valleys"])[0]
+    q = enc.encode_queries(["glaciers carve valleys"])[0]  # the query path
     s = x @ q
     expected = [records[i].id for i in np.argsort(-s, kind="stable")[:5]]
     hits = mini_searcher.search("glaciers carve valleys", k=5, mode="dense")

@@ -50,10 +50,10 @@ def weights_file(generation: int) -> str:
     return f"weights-{int(generation)}.npy"
 
 
-def _check_table(table: Any, vocab: int, top: float, where: Any) -> np.ndarray:
+def _check_table(table: Any, vocab: int, top: float, where: Any, what: str = "idf values") -> np.ndarray:
     if table.dtype != np.float32 or table.shape != (vocab,) or \
             not np.all((table >= 0) & (table <= np.float32(top))):
-        raise IndexFormatError(f"{where} is corrupted: expected {vocab} weights in [0, {top:.4g}] (float32)")
+        raise IndexFormatError(f"{where} is corrupted: expected {vocab} {what} in [0, {top:.4g}] (float32)")
     return np.asarray(table)
 
 
@@ -74,6 +74,7 @@ class SparseIdfRetriever(Retriever):
     explains_terms = True
     #: it scores the same documents as ``sparse`` with a cheaper query: not fused unless asked for
     in_default_fusion = False
+    model_free = True
 
     def __init__(self, index: Any, idf: np.ndarray, tokenizer: Any = None,
                  max_length: int = DEFAULT_MAX_LENGTH, *, weights: np.ndarray | None = None,
@@ -107,7 +108,7 @@ class SparseIdfRetriever(Retriever):
                 raise IndexFormatError(f"{ctx.path}: sparse-idf weights must be a .npy file name, "
                                        f"got {learned!r}")
             weights = _check_table(load_array(ctx.path, f"{entry.dir}/{learned}", mmap=False), vocab,
-                                   MAX_WEIGHT, ctx.path / entry.dir / learned)
+                                   MAX_WEIGHT, ctx.path / entry.dir / learned, "learned weights")
         enc = getattr(sparse, "encoder", None)
         tokenizer = getattr(enc, "tokenizer", None)
         return cls(sparse.index, idf, tokenizer, max_length, weights=weights,
