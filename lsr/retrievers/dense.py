@@ -63,14 +63,16 @@ class DenseRetriever(Retriever):
                                                      show_progress=ctx.show_progress)
         index = DenseIndex.build(vectors, kind=ctx.config.dense_kind)
         index.save(ctx.folder / name)
-        return RetrieverEntry(kind=cls.kind, dir=name, encoder=ctx.dense_encoder.describe(),
+        # the model's facts; how this process runs its queries (query_runtime) is not the collection's
+        encoder = {k: v for k, v in ctx.dense_encoder.describe().items() if not k.startswith("query_runtime")}
+        return RetrieverEntry(kind=cls.kind, dir=name, encoder=encoder,
                               settings={"index": index.describe()},
                               files=tuple(folder_files(ctx.folder, name)))
 
     def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         if self.encoder is None:
             raise RuntimeError("this Searcher was opened without the dense encoder")
-        return self.encoder.encode(list(texts), batch_size=batch_size)
+        return self.encoder.encode_queries(list(texts), batch_size=batch_size)
 
     def search(self, Q: np.ndarray, k: int, *, params: SearchParams, threads: int | None = None) -> Ranked:
         scores, rows = self.index.search(Q, k=k)
