@@ -14,20 +14,25 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _doc_weight(f_indptr, f_terms, f_impacts, row, term):
-    """Impact of ``term`` in document ``row`` (0 if absent): D[d, t] of Geng et al. 2024, binary search."""
-    lo = f_indptr[row]
-    hi = f_indptr[row + 1]
+def _find(sorted_values, lo, hi, value):
+    """Position of ``value`` in ascending ``sorted_values[lo:hi]``, -1 if absent (binary search)."""
     while lo < hi:
         mid = (lo + hi) >> 1
-        t = f_terms[mid]
-        if t < term:
+        v = sorted_values[mid]
+        if v < value:
             lo = mid + 1
-        elif t > term:
+        elif v > value:
             hi = mid
         else:
-            return np.float64(f_impacts[mid])
-    return 0.0
+            return mid
+    return -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _doc_weight(f_indptr, f_terms, f_impacts, row, term):
+    """Impact of ``term`` in document ``row`` (0 if absent): D[d, t] of Geng et al. 2024, binary search."""
+    at = _find(f_terms, f_indptr[row], f_indptr[row + 1], term)
+    return np.float64(f_impacts[at]) if at >= 0 else 0.0
 
 
 # Query i's block: row-major n_cand x n_tok, starting at x_ptr[i]; weight = impact * scale.
@@ -48,16 +53,7 @@ def fill_features(f_indptr, f_terms, f_impacts, scale, q_ptr, q_tokens, c_ptr, c
 @njit(cache=True, nogil=True)
 def _contains(sorted_rows, lo, hi, row):
     """Whether ``row`` is in ascending ``sorted_rows[lo:hi]`` (in-batch negatives, Karpukhin et al. 2020)."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        r = sorted_rows[mid]
-        if r < row:
-            lo = mid + 1
-        elif r > row:
-            hi = mid
-        else:
-            return True
-    return False
+    return _find(sorted_rows, lo, hi, row) >= 0
 
 
 # A dense len(inb_rows) x n_slots matrix, one scan of each row; sets tok_slot[t] to each batch token's

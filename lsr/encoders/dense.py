@@ -154,12 +154,7 @@ class DenseEncoder:
                                           disable=not show_progress, dynamic_ncols=True) as bar:
             for start in range(0, n, batch_size):
                 sel = order[start:start + batch_size]
-                width = max(int(lengths[sel].max()), 1)
-                input_ids = np.full((len(sel), width), self._pad_id, np.int64)
-                mask = np.zeros((len(sel), width), np.int64)
-                for r, j in enumerate(sel):
-                    input_ids[r, :lengths[j]] = ids[j]
-                    mask[r, :lengths[j]] = 1
+                input_ids, mask = self._padded(ids, lengths, sel)
                 mask_t = torch.from_numpy(mask).to(self._device)
                 hidden = self._model(input_ids=torch.from_numpy(input_ids).to(self._device),
                                      attention_mask=mask_t).last_hidden_state.float()
@@ -169,6 +164,16 @@ class DenseEncoder:
                 out[sel] = pooled.cpu().numpy()
                 bar.update(len(sel))
         return out
+
+    def _padded(self, ids: list, lengths: np.ndarray, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``sel`` of ``ids`` padded to the longest: (input_ids, attention mask), int64."""
+        width = max(int(lengths[sel].max()), 1)
+        input_ids = np.full((len(sel), width), self._pad_id, np.int64)
+        mask = np.zeros((len(sel), width), np.int64)
+        for r, j in enumerate(sel):
+            input_ids[r, :lengths[j]] = ids[j]
+            mask[r, :lengths[j]] = 1
+        return input_ids, mask
 
     def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64,
                        show_progress: bool = False) -> np.ndarray:
@@ -205,13 +210,7 @@ class DenseEncoder:
         for start in tqdm(range(0, n, batch_size), unit="batch", desc="encoding dense queries",
                           disable=not show_progress, dynamic_ncols=True):
             sel = order[start:start + batch_size]
-            width = max(int(lengths[sel].max()), 1)
-            input_ids = np.full((len(sel), width), self._pad_id, np.int64)
-            mask = np.zeros((len(sel), width), np.int64)
-            for r, j in enumerate(sel):
-                input_ids[r, :lengths[j]] = ids[j]
-                mask[r, :lengths[j]] = 1
-            out[sel] = self._fast(input_ids, mask)
+            out[sel] = self._fast(*self._padded(ids, lengths, sel))
         return out
 
     def encode_documents(self, texts: Sequence[str], **kw: Any) -> np.ndarray:
