@@ -187,6 +187,24 @@ def test_label_free_adapt_end_to_end(adapted_copy, capsys):
     assert ("weights" in m.retrievers["sparse-idf"].settings) == adapted["kept"]
 
 
+def test_weights_not_kept_after_kept_ones_leave_a_whole_folder(mini_index, tmp_path, monkeypatch):
+    folder = tmp_path / "idx"
+    shutil.copytree(mini_index, folder)
+    s = Searcher.load(folder, device="cpu")
+    _run(monkeypatch, lambda init: init * 0.5)
+    monkeypatch.setattr(adapt_run, "held_out_figures", lambda s_, held, w: {
+        "ndcg@10": 0.9 if float(w.sum()) < float(s_.retriever("sparse-idf").idf.sum()) else 0.5,
+        "recall@100": 1.0})
+    assert adapt(s, pseudo=12, holdout=0.5, fusion="keep", log=None).kept
+    _run(monkeypatch, lambda init: init * 2.0)  # worse: not kept, back to the IDF start
+    for _ in range(2):
+        assert not adapt(s, pseudo=12, holdout=0.5, fusion="keep", log=None).kept
+        m = load_manifest(folder, verify=True)  # every listed file there, whole
+        assert "weights" not in m.retrievers["sparse-idf"].settings
+        assert not any(f.startswith("sparse-idf/weights-") for f in m.files)
+    assert not Searcher.load(folder, device="cpu").retriever("sparse-idf").learned
+
+
 # A real `lsr adapt` child that stops between writing its new weights file and committing the manifest.
 STOPPED_BEFORE_COMMIT = """
 import sys, time

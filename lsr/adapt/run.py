@@ -280,7 +280,7 @@ def _commit(collection, weights: np.ndarray | None, hybrid: list[str], fusion: d
     changes: dict[str, Any] = {"retrievers": retrievers, "hybrid": tuple(hybrid)}
     if not keep_fusion:
         changes["fusion"] = fusion
-    drop = (f"{entry.dir}/{old}",) if old and weights is not None and old != settings.get("weights") else ()
+    drop = (f"{entry.dir}/{old}",) if old and old != settings.get("weights") else ()
     write_manifest(path, manifest.replace(**changes), next_generation=True, add=add, drop=drop)
     # the previous version's file stays readable; older ones (and those of crashed runs) go
     keep = {settings.get("weights"), old}
