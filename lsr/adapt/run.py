@@ -280,6 +280,12 @@ def _commit(collection, weights: np.ndarray | None, hybrid: list[str], fusion: d
     changes: dict[str, Any] = {"retrievers": retrievers, "hybrid": tuple(hybrid)}
     if not keep_fusion:
         changes["fusion"] = fusion
+    elif manifest.fusion and manifest.fusion.get("weights"):
+        # a kept fusion follows the sparse side hybrid now fuses (its weight moves between the two kinds)
+        swap = {"sparse": "sparse-idf", "sparse-idf": "sparse"}
+        w = dict(manifest.fusion["weights"])
+        if set(w) != set(hybrid) and {swap.get(n, n) for n in w} == set(hybrid):
+            changes["fusion"] = {**manifest.fusion, "weights": {swap.get(n, n): x for n, x in w.items()}}
     drop = (f"{entry.dir}/{old}",) if old and old != settings.get("weights") else ()
     write_manifest(path, manifest.replace(**changes), next_generation=True, add=add, drop=drop)
     # the previous version's file stays readable; older ones (and those of crashed runs) go
