@@ -268,7 +268,8 @@ def _serve(index: str | Path | None, host: str | None = None, port: int | None =
     print(f"serving {searcher.info['documents']:,} documents from {settings.index_path} on {url} "
           f"(search page: {url}/, API docs: {url}/docs, {settings.threads} search threads)", flush=True)
     print(banner, end="", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=settings.access_log,
+                timeout_keep_alive=settings.keep_alive_s)
     return 0
 
 

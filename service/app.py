@@ -109,8 +109,8 @@ class Observe:
             if state is not None:
                 route = getattr(scope.get("route"), "path", None) or "unmatched"
                 m = state.metrics
-                m.requests.labels(route=route, method=scope["method"], status=str(status["code"])).inc()
-                m.latency.labels(route=route).observe(time.perf_counter() - t0)
+                m.child(m.requests, route, scope["method"], str(status["code"])).inc()
+                m.child(m.latency, route).observe(time.perf_counter() - t0)
 
 
 def create_app(settings: Settings | None = None, *, searcher: Searcher | None = None) -> FastAPI:
@@ -151,6 +151,7 @@ def create_app(settings: Settings | None = None, *, searcher: Searcher | None = 
         app.include_router(r)
     app.mount("/static", StaticFiles(directory=web.STATIC, check_dir=False), name="static")
     errors.install(app)
+    app.add_middleware(search.FastSearch, fastapi_app=app)  # innermost: inside the body limit and metrics
     app.add_middleware(HeadAsGet)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(Observe, fastapi_app=app)  # outermost: 413s are counted too

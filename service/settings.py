@@ -50,6 +50,15 @@ class Settings(BaseSettings):
     latency_window: int = Field(default=10_000, ge=100, description="latencies kept for /stats percentiles")
     micro_batch_ms: float = Field(default=0.0, ge=0.0, le=100.0, description=(
         "encode sparse queries that arrive within this many ms in one batch (0: off)"))
+    keep_alive_s: float = Field(default=65.0, gt=0, le=3600, description=(
+        "seconds an idle connection stays open; longer than clients' and proxies' own idle limits (httpx 5, "
+        "AWS ALB 60), so that the server never closes a connection just as a client reuses it"))
+    access_log: bool = Field(default=False, description=(
+        "log a line per request (uvicorn's access log); /metrics counts every request either way"))
+    fast_search: bool = Field(default=True, description=(
+        "answer well-formed POST /search bodies without FastAPI's request machinery (errors: the same)"))
+    inline_model_free: bool = Field(default=True, description=(
+        "run searches of model-free modes (sparse-idf, bm25) on the event loop, not a worker thread"))
 
     @classmethod
     def load(cls, config: str | os.PathLike | None = None, **overrides) -> "Settings":

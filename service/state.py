@@ -23,6 +23,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from lsr.service.batching import DEFAULT_MAX_SIZE, MicroBatchingEncoder
 from lsr.service.settings import Settings
 
+#: a cheap search in this many in a row on the event loop goes to a worker (ServiceState.take_inline)
+INLINE_PROBE = 16
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -42,6 +44,15 @@ class Metrics:
         self.reloads = Counter("lsr_index_reloads", "Successful index reloads", registry=r)
         self.in_flight = Gauge("lsr_searches_in_flight", "Searches running or waiting for a worker",
                                registry=r)
+        self._children: dict[tuple, Any] = {}  # labels() looks its labels over on every call: ~5 us each
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once (a request costs three of them)."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
 
 def _folder_bytes(path: Path) -> int:
@@ -62,6 +73,9 @@ class ServiceState:
         self.executor = ThreadPoolExecutor(settings.threads + waiting, thread_name_prefix="lsr-search")
         self._slots = threading.Semaphore(settings.threads)
         self._holds = threading.local()
+        self.searching = 0  # searches on the workers (read and written on the event loop only)
+        self._inline_streak = 0  # searches in a row run on the event loop (take_inline)
+        self._overlap = 0  # searches still to send to the workers since requests last overlapped
         self.metrics = Metrics()
         self.reload_lock = asyncio.Lock()
         self._lock = threading.Lock()
@@ -93,10 +107,34 @@ class ServiceState:
     async def run(self, fn: Callable, *args) -> Any:
         """Run ``fn(*args)`` on a search worker thread (the kernels release the GIL), not the event loop."""
         self.metrics.in_flight.inc()
+        self.searching += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self.executor, self._in_slot, fn, *args)
         finally:
+            self.searching -= 1
             self.metrics.in_flight.dec()
+
+    def take_inline(self) -> bool:
+        """Whether a cheap (model-free) search runs on the event loop now, rather than on a worker. Called
+        on the loop, once per such search.
+
+        On the loop while requests come one at a time: the hop to a thread and back would cost a quarter
+        of the request. On the workers while requests overlap: the loop then parses and answers other
+        requests while the workers search (the kernels and the tokenizer release the GIL), which serves
+        more requests on two cores than the loop alone. Requests overlap when one arrives while a search
+        runs on a worker; they are taken to keep overlapping for the next ``INLINE_PROBE`` searches. And
+        after ``INLINE_PROBE`` searches in a row on the loop, one goes to a worker: requests queued behind
+        inline searches never find a search running, so only such a probe shows that they overlap.
+        """
+        if self.searching:  # overlapping requests: the workers, for a while
+            self._overlap, self._inline_streak = INLINE_PROBE, 0
+            return False
+        if self._overlap or self._inline_streak >= INLINE_PROBE:
+            self._overlap = max(0, self._overlap - 1)
+            self._inline_streak = 0
+            return False
+        self._inline_streak += 1
+        return True
 
     def _in_slot(self, fn: Callable, *args) -> Any:
         self._slots.acquire()
@@ -124,7 +162,7 @@ class ServiceState:
 
     def record(self, mode: str, n_queries: int, seconds: float) -> None:
         """Count served queries and keep the request latency for the percentiles of /stats."""
-        self.metrics.queries.labels(mode=mode).inc(n_queries)
+        self.metrics.child(self.metrics.queries, mode).inc(n_queries)
         with self._lock:
             self.queries_served += n_queries
             self._latencies[self._n_latencies % self._latencies.size] = seconds

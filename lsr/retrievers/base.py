@@ -128,6 +128,9 @@ class Retriever:
     in_default_fusion: ClassVar[bool] = True
     #: whether :meth:`explain` lists matched terms (the sparse kinds)
     explains_terms: ClassVar[bool] = False
+    #: whether its queries need no model run (a tokenizer and a table at most): a search costs well under a
+    #: millisecond, so the HTTP service runs it on its event loop instead of a worker thread
+    model_free: ClassVar[bool] = False
     #: the query model (None for model-free kinds, or when opened without encoders); settable (the service
     #: wraps it in a micro-batcher)
     encoder: Any = None

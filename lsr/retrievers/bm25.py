@@ -53,6 +53,7 @@ class BM25Retriever(Retriever):
     kind = "bm25"
     theoretical_min = 0.0
     explains_terms = True
+    model_free = True
 
     def __init__(self, index: SparseIndex, encoder: BM25Encoder | None,
                  to_rows: np.ndarray | None = None) -> None:
