@@ -93,7 +93,14 @@ class RawClient:
 
     async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         """(status, body) of one request; OSError / asyncio errors for a dropped or refused connection."""
-        conn = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+        conn = None
+        while self.idle and conn is None:
+            conn = self.idle.pop()
+            if conn[0].at_eof() or conn[1].is_closing():  # the server closed it while idle (keep-alive)
+                conn[1].close()
+                conn = None
+        if conn is None:
+            conn = await asyncio.open_connection(self.host, self.port)
         reader, writer = conn
         head = f"{method} {path} HTTP/1.1\r\n".encode() + self._host
         if body is not None:

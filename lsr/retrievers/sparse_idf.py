@@ -128,14 +128,25 @@ class SparseIdfRetriever(Retriever):
         """Each text's distinct WordPiece token ids (int32, ascending, inside the vocabulary)."""
         if self.encoder is None:
             raise RuntimeError("this Searcher was opened without the sparse-idf tokenizer")
-        enc = self.encoder(list(texts), add_special_tokens=False, truncation=True, max_length=self.max_length,
-                           verbose=False, return_attention_mask=False, return_token_type_ids=False)
         vocab = self.weights.size
         out = []
-        for ids in enc["input_ids"]:
+        for ids in self._token_ids(list(texts)):
             terms = np.unique(np.asarray(ids, np.int64))
             out.append(terms[(terms >= 0) & (terms < vocab)].astype(np.int32))
         return out
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        """The texts' token ids without special tokens, cut at ``max_length``: from the fast tokenizer's
+        backend where the settings it shares with the SPLADE encoder cannot change them (no padding, no
+        shorter or left cut), which is 40 us a query less than the transformers call; else through it."""
+        backend = getattr(self.encoder, "backend_tokenizer", None)
+        cut = getattr(backend, "truncation", None)
+        if backend is not None and backend.padding is None and (
+                cut is None or (cut["max_length"] >= self.max_length and cut.get("direction") == "right")):
+            return [e.ids[: self.max_length] for e in backend.encode_batch(texts, add_special_tokens=False)]
+        enc = self.encoder(texts, add_special_tokens=False, truncation=True, max_length=self.max_length,
+                           verbose=False, return_attention_mask=False, return_token_type_ids=False)
+        return enc["input_ids"]
 
     def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64,
                        weights: np.ndarray | None = None) -> SparseBatch:
