@@ -146,8 +146,7 @@ class DenseEncoder:
         out = np.zeros((n, self._dim), np.float32)
         if n == 0:
             return out
-        ids = self._tokenizer(texts, truncation=True, max_length=self._max_length,
-                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        ids = self._token_ids(texts)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
         order = np.argsort(-lengths, kind="stable")
         with torch.inference_mode(), tqdm(total=n, unit="text", desc="encoding dense",
@@ -164,6 +163,11 @@ class DenseEncoder:
                 out[sel] = pooled.cpu().numpy()
                 bar.update(len(sel))
         return out
+
+    def _token_ids(self, texts: list[str]) -> list:
+        """Each text's token ids, [CLS]/[SEP] included, cut at ``max_length``."""
+        return self._tokenizer(texts, truncation=True, max_length=self._max_length,
+                               return_attention_mask=False, return_token_type_ids=False)["input_ids"]
 
     def _padded(self, ids: list, lengths: np.ndarray, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``sel`` of ``ids`` padded to the longest: (input_ids, attention mask), int64."""
@@ -193,8 +197,7 @@ class DenseEncoder:
         out = np.zeros((n, self._dim), np.float32)
         if n == 0:
             return out
-        ids = self._tokenizer(texts, truncation=True, max_length=self._max_length,
-                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        ids = self._token_ids(texts)
         if batch_size == 1:
             rows = tqdm(range(n), unit="text", desc="encoding dense queries",
                         dynamic_ncols=True) if show_progress else range(n)
