@@ -1,4 +1,5 @@
-"""Reading corpora: a BEIR folder (``corpus.jsonl``) or a JSONL file of ``{"id"|"_id", "title"?, "text"}``."""
+"""Reading corpora: a BEIR folder (``corpus.jsonl``) or a JSONL file of ``{"id"|"_id", "title"?, "text",
+"metadata"?}`` (``metadata``: an object of strings, numbers, booleans, nulls and lists of strings)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,24 @@ from pathlib import Path
 from typing import Iterator
 
 from lsr.errors import CorpusError
+from lsr.metadata import check_metadata
 
 
 @dataclass(frozen=True)
 class Record:
-    """One corpus document.
+    """One corpus document; ``metadata``: its checked metadata object (empty when the line has none).
 
     Example:
         >>> Record("d1", "Title", "Body text").content
         'Title Body text'
+        >>> Record("d2", "", "Text", {"lang": "en"}).metadata
+        {'lang': 'en'}
     """
 
     id: str
     title: str
     text: str
+    metadata: dict = field(default_factory=dict, hash=False)
 
     @property
     def content(self) -> str:
@@ -93,10 +98,14 @@ def _parse(line: str, where: str, seen: dict[str, int], lineno: int) -> Record:
         raise CorpusError(f"{where}: document {doc_id!r}: 'text' and 'title' must be strings")
     if not text.strip() and not title.strip():
         raise CorpusError(f"{where}: document {doc_id!r} has an empty text and title")
+    try:
+        metadata = check_metadata(obj.get("metadata"))
+    except ValueError as e:
+        raise CorpusError(f"{where}: document {doc_id!r}: {e}") from None
     if doc_id in seen:
         raise CorpusError(f"{where}: repeats id {doc_id!r} (first seen on line {seen[doc_id]})")
     seen[doc_id] = lineno
-    return Record(doc_id, title, text)
+    return Record(doc_id, title, text, metadata)
 
 
 def jsonl_lines(path: str | Path) -> Iterator[tuple[int, str]]:
@@ -119,7 +128,8 @@ def jsonl_lines(path: str | Path) -> Iterator[tuple[int, str]]:
 def read_corpus(path: str | Path, *, skip_bad: bool = False, limit: int | None = None) -> Corpus:
     """Read and validate a corpus.
 
-    Every bad line (not JSON, no text, a repeated id, ...) raises :class:`CorpusError` naming the file and
+    Every bad line (not JSON, no text, a repeated id, metadata that is not an object of strings, numbers,
+    booleans, nulls and lists of strings, ...) raises :class:`CorpusError` naming the file and
     line number, or with ``skip_bad=True`` is skipped and counted.
 
     Example:

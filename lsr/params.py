@@ -3,7 +3,7 @@
 Every edge (Python calls, the CLI, the HTTP schemas, the web page through ``GET /ui/config``) derives its
 choices from here and validates a request once, into a :class:`SearchParams`; the layers below trust it.
 
-* :class:`SearchParams`: ``k``, ``mode``, ``speed``, ``fusion`` of one search.
+* :class:`SearchParams`: ``k``, ``mode``, ``speed``, ``fusion`` and ``filter`` of one search.
 * :class:`FusionSpec`: how hybrid mode fuses its retrievers (RRF or convex with a normalisation).
 * :class:`BuildConfig`: how ``lsr index`` builds a collection (encoders, quantization, blocks, retrievers).
 
@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from lsr.filters import Filter, Schema
 from lsr.retrievers import KINDS
 
 #: retriever kinds, in the order an index lists them (registered in :mod:`lsr.retrievers`)
@@ -193,7 +194,8 @@ class SearchParams:
     """One search's parameters, checked once at the edge by :meth:`check`; inner layers trust them.
 
     ``mode`` None means the collection's default (hybrid where it has several retrievers); ``fusion`` None
-    means the collection's default fusion (hybrid only).
+    means the collection's default fusion (hybrid only); ``filter``: a :class:`~lsr.filters.Filter` checked
+    against the collection's metadata schema (None: every document).
 
     Example:
         >>> SearchParams.check(k=3, speed="fast").kernel
@@ -204,14 +206,18 @@ class SearchParams:
     mode: str | None = None
     speed: str = DEFAULT_SPEED
     fusion: FusionSpec | None = None
+    filter: Filter | None = None
 
     @classmethod
     def check(cls, *, k: Any = DEFAULT_K, mode: Any = None, speed: Any = DEFAULT_SPEED, fusion: Any = None,
               k_max: int = K_MAX, available: Sequence[str] | None = None,
-              default_fusion: "FusionSpec | None" = None) -> "SearchParams":
+              default_fusion: "FusionSpec | None" = None, filter: Any = None,
+              schema: Schema | None = None) -> "SearchParams":
         """Validated parameters (ValueError naming the problem). ``available``: the collection's
         retrievers, to check the mode and fusion against them and resolve the default mode;
-        ``default_fusion``: hybrid's fusion when none is given (the collection's)."""
+        ``default_fusion``: hybrid's fusion when none is given (the collection's); ``filter``: a filter's
+        JSON form (object or text) or a Filter, checked against ``schema``, the collection's metadata
+        schema (a filter without a schema that has fields: ValueError)."""
         check_k(k, limit=k_max)
         speed_params(speed)
         if mode is not None and mode not in MODES:
@@ -229,7 +235,8 @@ class SearchParams:
             spec = FusionSpec.check(fusion, available)
         elif mode == "hybrid":
             spec = default_fusion
-        return cls(k=k, mode=mode, speed=speed, fusion=spec)
+        checked = None if filter is None else Filter.check(filter, schema)
+        return cls(k=k, mode=mode, speed=speed, fusion=spec, filter=checked)
 
     @property
     def kernel(self) -> dict:
