@@ -30,6 +30,12 @@ every score in its block (negative terms only lower scores and are left out of t
 superblock is skipped only when bound x margin < k-th score (strictly: equal scores still compete, the
 lower internal number winning). The first threshold is seeded with max_t w_t x (L-th impact of t) for the
 smallest stored depth L >= k (a valid lower bound of the k-th score when no weight is negative).
+
+Masks and floors (:mod:`lsr.index._mask` prepares them): a row mask restricts the search to eligible rows
+(blocks and superblocks without one are never queued, masked rows never scored, and the seed above comes
+from a depth L >= k + the masked rows, so that k of those L documents are eligible); a floor f raises the
+first threshold to f, which only drops blocks whose every document scores < f, so every document scoring
+>= f is still found exactly.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ from lsr.index._kernels import exact_topk, heap_push, heap_sort, prepare_query
 
 _U = 2.0**-24  # float32 unit roundoff
 _LINE = 64  # bytes per cache line
+_NO_MASK = np.empty(0, np.uint8)  # bmp_query's "every row is eligible"
+_NO_COUNT = np.empty(0, np.int32)
 
 
 @intrinsic
@@ -135,6 +143,55 @@ def _score_block(f_indptr, f_terms, f_impacts, qtable, lo, hi, has_neg, k, size,
     return size
 
 
+@njit(cache=True, nogil=True)
+def score_list(f_indptr, f_terms, f_impacts, qtable, docs, n, has_neg, k, size, hs, hd):
+    """Score docs[:n] exactly into the top-k heap (BMP block evaluation, Mallia et al. SIGIR 2024, on a list
+    of rows); returns the heap size. Two documents at a time, as :func:`_score_block`."""
+    i = 0
+    if not has_neg:
+        while i + 1 < n:
+            d0 = docs[i]
+            d1 = docs[i + 1]
+            t0 = f_terms[f_indptr[d0]:f_indptr[d0 + 1]]
+            i0 = f_impacts[f_indptr[d0]:f_indptr[d0 + 1]]
+            t1 = f_terms[f_indptr[d1]:f_indptr[d1 + 1]]
+            i1 = f_impacts[f_indptr[d1]:f_indptr[d1 + 1]]
+            m = min(t0.size, t1.size)
+            s0 = np.float32(0.0)
+            s1 = np.float32(0.0)
+            for j in range(m):
+                s0 += qtable[t0[j]] * np.float32(i0[j])
+                s1 += qtable[t1[j]] * np.float32(i1[j])
+            for j in range(m, t0.size):
+                s0 += qtable[t0[j]] * np.float32(i0[j])
+            for j in range(m, t1.size):
+                s1 += qtable[t1[j]] * np.float32(i1[j])
+            if s0 > 0.0:
+                size = heap_push(hs, hd, size, k, s0, np.int32(d0))
+            if s1 > 0.0:
+                size = heap_push(hs, hd, size, k, s1, np.int32(d1))
+            i += 2
+    while i < n:
+        d = docs[i]
+        s = _score_doc(f_indptr, f_terms, f_impacts, qtable, d, has_neg)
+        if s > 0.0:
+            size = heap_push(hs, hd, size, k, s, np.int32(d))
+        i += 1
+    return size
+
+
+@njit(cache=True, nogil=True)
+def _score_block_masked(f_indptr, f_terms, f_impacts, qtable, lo, hi, has_neg, k, size, hs, hd, mask, buf):
+    """Score the docs of lo..hi that the row mask keeps into the top-k heap (BMP block evaluation, Mallia et
+    al. SIGIR 2024, restricted to eligible rows); returns the heap size."""
+    n = 0
+    for d in range(lo, hi):
+        if mask[d]:
+            buf[n] = d
+            n += 1
+    return score_list(f_indptr, f_terms, f_impacts, qtable, buf, n, has_neg, k, size, hs, hd)
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _before(u_a, i_a, u_b, i_b):
     """Visiting order: higher upper bound first, then lower id."""
@@ -178,12 +235,16 @@ def _pq_push(hu, hi, size, u, x):
 
 
 @njit(cache=True, nogil=True)
-def bmp_query(ix, terms, weights, k, alpha, beta, qtable, fine, sb_ub, pq_u, pq_i, out_rows, out_scores):
+def bmp_query(ix, terms, weights, k, alpha, beta, floor, mask, bcount, sbcount, n_masked, qtable, fine, sb_ub,
+              pq_u, pq_i, out_rows, out_scores):
     """Block-max pruning top-k for one prepared query (Mallia et al., SIGIR 2024); returns the count.
 
     Two levels of bounds: a superblock (sb_size consecutive blocks) is expanded into its blocks' bounds
     only when it reaches the head of the visiting queue, so the dense rows of frequent terms are read at
-    the coarse level for most of the collection.
+    the coarse level for most of the collection. ``mask`` (uint8 per row; empty: every row) restricts the
+    search to the rows it keeps, with ``bcount`` / ``sbcount`` its eligible rows per block / superblock
+    (blocks and superblocks without one are never visited) and ``n_masked`` the rows it drops; ``floor``:
+    only documents scoring >= floor need to be found (the threshold starts there).
     """
     f_indptr, f_terms, f_impacts = ix[0], ix[1], ix[2]
     bm_indptr, bm_blocks, bm_max, dense_row, bm_dense, sb_dense = ix[3], ix[4], ix[5], ix[6], ix[7], ix[8]
@@ -197,6 +258,7 @@ def bmp_query(ix, terms, weights, k, alpha, beta, qtable, fine, sb_ub, pq_u, pq_
     if n_pos == 0:
         return 0
     has_neg = n_pos < n
+    has_mask = mask.size > 0
     for i in range(n):
         qtable[terms[i]] = weights[i]
     # Query term pruning: the bounds use only the heaviest ceil(beta * n_pos) positive terms.
@@ -219,6 +281,12 @@ def bmp_query(ix, terms, weights, k, alpha, beta, qtable, fine, sb_ub, pq_u, pq_
             continue
         for j in range(bm_indptr[t], bm_indptr[t + 1]):
             fine[bm_blocks[j]] += w * np.float32(bm_max[j])
+    # Sparse masks leave many blocks empty (43% of blocks of 8 at 10% eligible): a bound of 0 for those
+    # tightens their superblocks' bounds (not worth its pass over the blocks for dense masks).
+    if has_mask and 4 * n_masked > 3 * n_docs:
+        for b in range(n_blocks):
+            if bcount[b] == 0:
+                fine[b] = 0.0
     # Superblock bounds: the largest sparse block bound inside, plus the dense terms' superblock maxima.
     # (Bounds are >= +0, so their float32 bit patterns order like int32: an integer max vectorises.)
     fine_bits = fine.view(np.int32)
@@ -236,21 +304,24 @@ def bmp_query(ix, terms, weights, k, alpha, beta, qtable, fine, sb_ub, pq_u, pq_
             sb_ub[sb] += w * np.float32(row[sb])
     # Float rounding margin (see the module docstring); alpha < 1 shrinks the bounds (approximate).
     factor = (1.0 + (3.0 * n_pos + 6.0) * _U) * alpha
-    # Threshold seed: each of a term's top-L documents scores at least w * (L-th impact) (no negatives).
+    # Threshold seed: each of a term's top-L documents scores at least w * (L-th impact) (no negatives); at
+    # most n_masked of them are masked out, so L >= k + n_masked leaves k eligible ones. The caller's floor
+    # when higher.
     theta0 = 0.0
     if not has_neg:
         li = 0
-        while li < levels.size and levels[li] < k:
+        while li < levels.size and levels[li] < k + n_masked:
             li += 1
         if li < levels.size:
             for i in range(n_pos):
                 v = np.float64(weights[i] * np.float32(kth[terms[i], li]))
                 if v > theta0:
                     theta0 = v
+    theta0 = max(theta0, floor)
     c = 0
     for sb in range(n_sb):
         u = sb_ub[sb]
-        if u > 0.0 and np.float64(u) * factor >= theta0:
+        if u > 0.0 and np.float64(u) * factor >= theta0 and (not has_mask or sbcount[sb] > 0):
             pq_u[c] = u
             pq_i[c] = -1 - sb
             c += 1
@@ -258,11 +329,12 @@ def bmp_query(ix, terms, weights, k, alpha, beta, qtable, fine, sb_ub, pq_u, pq_
         _pq_down(pq_u, pq_i, i, c)
     # Best first over superblocks and blocks; stop when the head's bound cannot beat the k-th score.
     exp = np.empty(sb_size, np.float32)
+    buf = np.empty(block_size if has_mask else 0, np.int32)
     size = 0
     while c > 0:
         u = pq_u[0]
         x = pq_i[0]
-        theta = np.float64(out_scores[0]) if size == k else theta0
+        theta = max(np.float64(out_scores[0]), theta0) if size == k else theta0
         if np.float64(u) * factor < theta:
             break
         c -= 1
@@ -290,14 +362,19 @@ def bmp_query(ix, terms, weights, k, alpha, beta, qtable, fine, sb_ub, pq_u, pq_
                     exp[j] += w * np.float32(row[j])
             for j in range(min(sb_size, n_blocks - sb * sb_size)):
                 v = exp[j]
-                if v > 0.0 and np.float64(v) * factor >= theta:
-                    b = sb * sb_size + j
+                b = sb * sb_size + j
+                if v > 0.0 and np.float64(v) * factor >= theta and (not has_mask or bcount[b] > 0):
                     c = _pq_push(pq_u, pq_i, c, v, np.int32(b))
                     _prefetch(f_indptr, b * block_size)
         else:
             lo = x * block_size
-            size = _score_block(f_indptr, f_terms, f_impacts, qtable, lo, min(lo + block_size, n_docs),
-                                has_neg, k, size, out_scores, out_rows)
+            hi = min(lo + block_size, n_docs)
+            if has_mask:
+                size = _score_block_masked(f_indptr, f_terms, f_impacts, qtable, lo, hi, has_neg, k, size,
+                                           out_scores, out_rows, mask, buf)
+            else:
+                size = _score_block(f_indptr, f_terms, f_impacts, qtable, lo, hi, has_neg, k, size,
+                                    out_scores, out_rows)
     heap_sort(out_scores, out_rows, size)
     fine[:] = 0.0  # leave the buffers clean for the next query
     for i in range(n):
@@ -318,8 +395,8 @@ def _dispatch(ix, px, terms, weights, k, alpha, beta, taat_density, taat_max, de
     if postings <= taat_max and postings >= taat_density * ix[13]:
         return exact_topk(p_indptr, p_docs, p_impacts, terms, weights, k, dense_ratio, acc, touched, out_rows,
                           out_scores)
-    return bmp_query(ix, terms, weights, k, alpha, beta, qtable, fine, sb_ub, pq_u, pq_i, out_rows,
-                     out_scores)
+    return bmp_query(ix, terms, weights, k, alpha, beta, 0.0, _NO_MASK, _NO_COUNT, _NO_COUNT, 0, qtable, fine,
+                     sb_ub, pq_u, pq_i, out_rows, out_scores)
 
 
 @njit(cache=True, nogil=True)

@@ -36,6 +36,11 @@ _PARAM_MAX = 1 << 20  # bound of the integer search/build parameters in dense.js
 #: Largest magnitude of a stored or query component: far beyond any embedding, small enough that inner
 #: products (dimension <= 2**16) stay finite in float32.
 MAX_ABS = 2.0**50
+#: A masked search scores the eligible rows exactly with numpy when they number at most DIRECT_ROWS, or (flat
+#: index) at most DIRECT_FRACTION of the rows; faiss with a row selector otherwise.
+DIRECT_ROWS = 2048
+DIRECT_FRACTION = 0.02
+_MISSING = np.float32(-np.finfo(np.float32).max)  # faiss's score of a missing result (row -1)
 
 
 def _faiss() -> Any:
@@ -44,6 +49,36 @@ def _faiss() -> Any:
     except ImportError:  # pragma: no cover - faiss-cpu is a dependency
         raise ImportError("dense search needs faiss-cpu: pip install faiss-cpu") from None
     return faiss
+
+
+def _has_selectors(faiss: Any) -> bool:
+    """Whether this faiss filters rows during a search (IDSelectorBitmap through SearchParameters)."""
+    return hasattr(faiss, "IDSelectorBitmap") and hasattr(faiss, "SearchParameters")
+
+
+def _check_mask(mask: Any, n: int) -> np.ndarray:
+    m = np.asarray(mask)
+    if m.dtype not in (np.dtype(np.bool_), np.dtype(np.uint8)):
+        raise ValueError(f"mask must be a bool or uint8 array (one entry per row), got dtype {m.dtype}")
+    if m.shape != (n,):
+        raise ValueError(f"mask must have one entry per row of the index ({n}), got shape {m.shape}")
+    return np.ascontiguousarray(m).view(np.uint8) if m.dtype == np.bool_ else (m != 0).view(np.uint8)
+
+
+def _top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best k of each row of ``scores`` (nq x len(rows)), ties by lower row; padded with -1 as faiss does."""
+    nq = scores.shape[0]
+    out_d = np.full((nq, k), _MISSING, np.float32)
+    out_i = np.full((nq, k), -1, np.int64)
+    for i in range(nq):
+        s = scores[i]
+        pick = np.argpartition(-s, k - 1)[:k] if s.size > k else np.arange(s.size)
+        if s.size > k:  # every row tied with the k-th competes for its place (lower row first)
+            pick = np.flatnonzero(s >= s[pick].min())
+        pick = pick[np.lexsort((rows[pick], -s[pick]))][:k]
+        out_d[i, :pick.size] = s[pick]
+        out_i[i, :pick.size] = rows[pick]
+    return out_d, out_i
 
 
 def _check_matrix(x: Any, name: str, dim: int | None = None) -> np.ndarray:
@@ -126,13 +161,21 @@ class DenseIndex:
         """JSON-able description (kind, rows, dimension, parameters)."""
         return json.loads(json.dumps(self._meta))
 
-    def search(self, x: Any, k: int = 10, *, ef_search: int | None = None,
-               nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores float32 (nq, k), rows int64 (nq, k)), best first; -1 rows where fewer than k exist."""
+    def search(self, x: Any, k: int = 10, *, ef_search: int | None = None, nprobe: int | None = None,
+               mask: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores float32 (nq, k), rows int64 (nq, k)), best first; -1 rows where fewer than k exist.
+
+        ``mask``: None, or a bool/uint8 array with one entry per row: rows whose entry is 0 are never
+        returned. Few eligible rows (at most :data:`DIRECT_ROWS`, or :data:`DIRECT_FRACTION` of a flat
+        index) are scored exactly with numpy; otherwise faiss searches with an ``IDSelectorBitmap`` (exact for
+        flat; HNSW and IVF skip masked rows while searching), or, where faiss has no selectors, an
+        oversampled search filtered afterwards (exact for flat: it widens until it has k eligible rows).
+        """
         q = _check_matrix(x if np.ndim(x) == 2 else np.atleast_2d(x), "queries", self.dim)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         k = int(min(k, len(self)))
+        m = None if mask is None else _check_mask(mask, len(self))
         faiss = _faiss()
         params = None
         if self.kind == "hnsw" and ef_search is not None:
@@ -143,15 +186,54 @@ class DenseIndex:
             params = faiss.SearchParametersHNSW(efSearch=k)
         if q.shape[0] == 0:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        if m is None:
+            D, indices = self._index.search(q, k, params=params)
+            return D, indices
+        rows = np.flatnonzero(m)
+        if rows.size == len(self):
+            return self._index.search(q, k, params=params)
+        if rows.size <= DIRECT_ROWS or (self.kind == "flat" and rows.size <= DIRECT_FRACTION * len(self)):
+            return _top_k(q @ self.vectors(rows).T, rows, k)
+        if not _has_selectors(faiss):
+            return self._oversampled(q, k, m, params)
+        bits = np.packbits(m.view(np.bool_), bitorder="little")  # bit i of byte i >> 3: row i eligible
+        if params is None:
+            params = {"flat": faiss.SearchParameters, "hnsw": faiss.SearchParametersHNSW,
+                      "ivf": faiss.SearchParametersIVF}[self.kind]()
+            if self.kind == "hnsw":
+                params.efSearch = max(self._index.hnsw.efSearch, k)
+            elif self.kind == "ivf":
+                params.nprobe = self._index.nprobe
+        selector = faiss.IDSelectorBitmap(len(self), faiss.swig_ptr(bits))
+        params.sel = selector  # (selector and bits stay referenced here until the search returns)
         D, indices = self._index.search(q, k, params=params)
         return D, indices
+
+    def _oversampled(self, q: np.ndarray, k: int, m: np.ndarray,
+                     params: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Masked search without faiss selectors: search deeper, drop masked rows, until k remain (or all)."""
+        n = len(self)
+        depth = min(n, max(2 * k, int(np.ceil(k * n / max(1, int(m.sum())) * 2))))
+        while True:
+            D, indices = self._index.search(q, depth, params=params)
+            ok = (indices >= 0) & (m[np.maximum(indices, 0)] != 0)
+            if depth >= n or (ok.sum(axis=1) >= k).all():
+                break
+            depth = min(n, depth * 4)
+        out_d = np.full((q.shape[0], k), _MISSING, np.float32)
+        out_i = np.full((q.shape[0], k), -1, np.int64)
+        for i in range(q.shape[0]):
+            keep = np.flatnonzero(ok[i])[:k]
+            out_d[i, :keep.size] = D[i, keep]
+            out_i[i, :keep.size] = indices[i, keep]
+        return out_d, out_i
 
     def vectors(self, rows: Any) -> np.ndarray:
         """The stored vectors of ``rows`` (float32, (len(rows), dim)): exact scoring of chosen documents."""
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
             raise IndexError(f"rows must lie in [0, {len(self)})")
-        if self.kind == "ivf":
+        if self.kind == "ivf" and self._index.direct_map.type == _faiss().DirectMap.NoMap:
             self._index.make_direct_map()  # IVF lists are not addressable by row until mapped
         return self._index.reconstruct_batch(rows) if rows.size else np.zeros((0, self.dim), np.float32)
 

@@ -34,8 +34,24 @@ from lsr.errors import IndexFormatError
 from lsr.index import _bmp as B
 from lsr.index import _bmp_build as BB
 from lsr.index import _kernels as K
+from lsr.index import _mask as M
 from lsr.index import _validate as V
+from lsr.index._checks import (  # noqa: F401 (MAX_K, ALGORITHMS: part of this module's names)
+    ALGORITHMS,
+    MAX_K,
+    RowMask,
+    _check_block_size,
+    _check_ids,
+    _check_k,
+    _check_query_batch,
+    _check_search_params,
+    _check_threads,
+    check_floor,
+    check_floors,
+    check_mask,
+)
 from lsr.index._pool import BufferPool as _BufferPool
+from lsr.index._reorder import reorder_documents
 from lsr.index.storage import (
     atomic_folder,
     load_array,
@@ -47,7 +63,6 @@ from lsr.index.storage import (
 from lsr.params import DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, QUANTIZATIONS
 from lsr.types import SparseBatch
 
-MAX_K = 100_000
 DOCIDS = "docids.txt"
 SPARSE_FILES = {
     "indptr": "sparse/postings.indptr.npy",
@@ -73,15 +88,10 @@ ORDER_FILE = "sparse/order.npy"
 _IMPACT_DTYPES = {"uint8": np.uint8, "float32": np.float32}
 _MAX_CHUNK = 64  # queries per work item of batch search
 
-ALGORITHMS = ("bmp", "exact")
 DEFAULT_REORDER = True
 DENSE_FRACTION = 1 / 3  # a term present in at least this share of blocks gets a dense row of block maxima
 SEED_LEVELS = (1, 10, 100, 1000, 10000)  # depths of the per-term k-th impact seeds
 SUPERBLOCK_DOCS = 256  # documents per superblock (coarse level of the block bounds)
-SKETCH_TERMS = 16  # reordering: heaviest terms (value x idf) that describe a document
-CLUSTER_TERMS = 32  # reordering: terms kept per k-means centroid
-CLUSTER_DOCS = 256  # reordering: documents per cluster (n_docs / this clusters)
-KMEANS_ITERS = 4
 # algorithm="bmp" answers a query by exact TAAT instead (same results) when its terms' postings number at
 # least TAAT_DENSITY per document (block bounds then prune little) and at most TAAT_MAX_POSTINGS (cheap).
 TAAT_DENSITY = 4.0
@@ -89,75 +99,16 @@ TAAT_MAX_POSTINGS = 1 << 18
 # Exact TAAT fills the whole score buffer and scans it (no touched-list) when a query's postings number at
 # least DENSE_TAAT x the documents.
 DENSE_TAAT = 0.25
+# A masked search scores the eligible rows directly (forward index, no bounds) when their entries number at
+# most PLAN_RATIO x the postings of the query's terms (measured: scripts/bench_masked.py).
+PLAN_RATIO = 0.3
+_ALL_ROWS = RowMask(np.empty(0, np.uint8), np.empty(0, np.int32), np.empty(0, np.int32), 0, (0, 0, 0))
 U16_DOCS = 1 << 16  # collections up to this size store postings' document numbers in 16 bits
 
 
 def _doc_dtype(n_docs: int) -> type:
     """Postings store document numbers in 16 bits when the collection allows (SciFact: 2.6 MB less)."""
     return np.uint16 if n_docs <= U16_DOCS else np.int32
-
-
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_K:
-        raise ValueError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
-    return int(k)
-
-
-def _check_threads(threads: Any) -> int:
-    if threads is None:
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # pragma: no cover - not on Linux
-            return os.cpu_count() or 1
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"threads must be a positive integer or None (all cores), got {threads!r}")
-    return int(threads)
-
-
-def _check_block_size(block_size: Any) -> int:
-    if (isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer))
-            or not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE):
-        raise ValueError(f"block_size must be an integer between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE}, "
-                         f"got {block_size!r}")
-    return int(block_size)
-
-
-def _check_search_params(algorithm: Any, alpha: Any, beta: Any) -> tuple[str, float, float]:
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algorithm!r}: use one of {ALGORITHMS}")
-    for name, v in (("alpha", alpha), ("beta", beta)):
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 < v <= 1:
-            raise ValueError(f"{name} must be a number in (0, 1], got {v!r}")
-    return str(algorithm), float(alpha), float(beta)
-
-
-def _check_ids(ids: Sequence[str], n: int) -> list[str]:
-    if isinstance(ids, (str, bytes)):
-        raise ValueError("ids must be a sequence of strings, not a single string")
-    ids = list(ids)
-    if len(ids) != n:
-        raise ValueError(f"got {len(ids)} ids for {n} documents: need exactly one id per row")
-    seen: dict[str, int] = {}
-    for i, x in enumerate(ids):
-        if not isinstance(x, str):
-            raise ValueError(f"id #{i} ({x!r}) is not a string")
-        if not x:
-            raise ValueError(f"id #{i} is empty")
-        if "\n" in x or "\r" in x:
-            raise ValueError(f"id #{i} ({x!r}) contains a line break")
-        j = seen.setdefault(x, i)
-        if j != i:
-            raise ValueError(f"id #{i} ({x!r}) is a duplicate of id #{j}")
-    return ids
-
-
-def _check_query_batch(queries: Any, *, one: bool) -> SparseBatch:
-    if not isinstance(queries, SparseBatch):
-        raise ValueError(f"query must be a SparseBatch, got {type(queries).__name__}")
-    if one and len(queries) != 1:
-        raise ValueError(f"search() takes a SparseBatch with exactly one row, got {len(queries)} rows "
-                         "(use batch_search for several queries)")
-    return queries
 
 
 class SparseIndex:
@@ -501,44 +452,95 @@ class SparseIndex:
 
     # ------------------------------------------------------------------ search
 
+    def prepare_mask(self, mask: Any, *, copy: bool = True) -> RowMask:
+        """Summarise a row mask (bool or uint8 per internal row, nonzero: eligible) for several searches.
+
+        Searches take the raw array too (summarised per call: one pass over it); a :class:`RowMask` saves
+        that pass when many queries share a mask (e.g. a segment's live rows). ``copy=False``: it keeps a
+        view of the caller's array (which must then not change while in use).
+        """
+        if isinstance(mask, RowMask):
+            if mask._key != (self._n_docs, self._block_size, self._sb_size):
+                raise ValueError(f"this RowMask was prepared for another index ({mask._key[0]} rows, blocks "
+                                 f"of {mask._key[1]}); use this index's prepare_mask")
+            return mask
+        m = check_mask(mask, self._n_docs)
+        m = m.copy() if copy else m
+        bcount = np.empty(self._n_blocks, np.int32)
+        sbcount = np.empty(-(-self._n_blocks // self._sb_size), np.int32)
+        words = m[:m.size & ~7].view(np.uint64)  # 8 rows at a time
+        n = M.mask_counts(m, words, self._block_size, self._sb_size, bcount, sbcount)
+        return RowMask(m, bcount, sbcount, n, (self._n_docs, self._block_size, self._sb_size))
+
     def search_rows(self, query: SparseBatch, k: int = 10, *, algorithm: str = "bmp", alpha: float = 1.0,
-                    beta: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k for a one-row query: (internal rows int32, scores float32), best first, only scores > 0."""
+                    beta: float = 1.0, mask: Any = None,
+                    floor: float | None = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k for a one-row query: (internal rows int32, scores float32), best first, only scores > 0.
+
+        ``mask``: None, or a bool/uint8 array over internal rows (or a :meth:`prepare_mask` result): rows
+        whose entry is 0 are never returned. ``floor``: only rows scoring >= floor need to be found (block-max
+        pruning starts its threshold there); every row of the true top-k over the eligible rows that scores
+        >= floor is returned with its exact score and tie order (exact, or bmp with alpha = beta = 1); rows
+        below the floor may be returned or not (None: no floor).
+        """
         query = _check_query_batch(query, one=True)
         k = _check_k(k)
         algorithm, alpha, beta = _check_search_params(algorithm, alpha, beta)
+        floor = 0.0 if floor is None else check_floor(floor)
+        rm = None if mask is None else self.prepare_mask(mask, copy=False)
+        rm = None if rm is not None and rm.n_eligible == self._n_docs else rm  # every row: no mask
         if query.nnz == 0:
             return np.empty(0, np.int32), np.empty(0, np.float32)
-        if algorithm == "exact":
+        if rm is None and algorithm == "exact":
             buffers = self._buffers.take()
             rows, scores = K.search_query(self._indptr, self._docs, self._impacts, self._scale, query.indices,
                                           query.values, k, DENSE_TAAT, *buffers)
             self._buffers.give(buffers)  # only on success: the kernel has zeroed it again
-        else:
+        elif rm is None and floor <= 0.0:
             buffers = self._bmp_buffers.take()
             rows, scores = B.bmp_search_query(self._bmp, self._postings, self._scale, query.indices,
                                               query.values, k, alpha, beta, TAAT_DENSITY, TAAT_MAX_POSTINGS,
                                               DENSE_TAAT, *buffers)
             self._bmp_buffers.give(buffers)
+        else:
+            m = rm if rm is not None else _ALL_ROWS
+            buffers = self._bmp_buffers.take()
+            rows, scores = M.masked_search_query(
+                self._bmp, self._postings, self._scale, query.indices, query.values, k, algorithm == "exact",
+                alpha, beta, floor, m.mask, m.bcount, m.sbcount, m.n_eligible, PLAN_RATIO, TAAT_DENSITY,
+                TAAT_MAX_POSTINGS, DENSE_TAAT, *buffers)
+            self._bmp_buffers.give(buffers)
         return rows, scores
 
     def search(self, query: SparseBatch, k: int = 10, *, algorithm: str = "bmp", alpha: float = 1.0,
-               beta: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+               beta: float = 1.0, mask: Any = None,
+               floor: float | None = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """Top-k for a one-row query: (external ids, scores float32), best first, only scores > 0."""
-        rows, scores = self.search_rows(query, k, algorithm=algorithm, alpha=alpha, beta=beta)
+        rows, scores = self.search_rows(query, k, algorithm=algorithm, alpha=alpha, beta=beta, mask=mask,
+                                        floor=floor)
         return self._ids[rows], scores
 
     def batch_search_rows(self, queries: SparseBatch, k: int = 10, *, threads: int | None = None,
-                          algorithm: str = "bmp", alpha: float = 1.0,
-                          beta: float = 1.0) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Top-k rows and scores for every row of ``queries``, in parallel (threads=None: all cores)."""
+                          algorithm: str = "bmp", alpha: float = 1.0, beta: float = 1.0, mask: Any = None,
+                          floor: Any = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Top-k rows and scores for every row of ``queries``, in parallel (threads=None: all cores).
+
+        ``mask`` (one for every query) and ``floor`` (None, a number, or one per query) as in
+        :meth:`search_rows`.
+        """
         queries = _check_query_batch(queries, one=False)
         k = _check_k(k)
         threads = _check_threads(threads)
         algorithm, alpha, beta = _check_search_params(algorithm, alpha, beta)
         nq = len(queries)
+        floors = check_floors(floor, nq)
+        rm = None if mask is None else self.prepare_mask(mask, copy=False)
+        rm = None if rm is not None and rm.n_eligible == self._n_docs else rm  # every row: no mask
         if nq == 0:
             return []
+        plain = rm is None and (algorithm == "exact" or floors is None or not (floors > 0.0).any())
+        m = rm if rm is not None else _ALL_ROWS
+        floors = np.zeros(nq) if floors is None else floors
         kk = min(k, self._n_docs)
         out_rows = np.full((nq, kk), -1, np.int32)
         out_scores = np.zeros((nq, kk), np.float32)
@@ -547,7 +549,7 @@ class SparseIndex:
         chunk = max(1, min(_MAX_CHUNK, nq // (workers * 8)))
         next_chunk = iter(range(0, nq, chunk))
         lock = threading.Lock()
-        pool = self._buffers if algorithm == "exact" else self._bmp_buffers
+        pool = self._buffers if plain and algorithm == "exact" else self._bmp_buffers
 
         def work() -> None:
             # One set of buffers per worker, reused (and reset by the kernel) across its queries.
@@ -558,14 +560,20 @@ class SparseIndex:
                 if lo is None:
                     break
                 hi = min(lo + chunk, nq)
-                if algorithm == "exact":
+                if plain and algorithm == "exact":
                     K.search_range(self._indptr, self._docs, self._impacts, self._scale, queries.indptr,
                                    queries.indices, queries.values, lo, hi, DENSE_TAAT, *buffers, out_rows,
                                    out_scores, counts)
-                else:
+                elif plain:
                     B.bmp_search_range(self._bmp, self._postings, self._scale, queries.indptr,
                                        queries.indices, queries.values, lo, hi, alpha, beta, TAAT_DENSITY,
                                        TAAT_MAX_POSTINGS, DENSE_TAAT, *buffers, out_rows, out_scores, counts)
+                else:
+                    M.masked_search_range(
+                        self._bmp, self._postings, self._scale, queries.indptr, queries.indices,
+                        queries.values, lo, hi, algorithm == "exact", alpha, beta, floors, m.mask, m.bcount,
+                        m.sbcount, m.n_eligible, PLAN_RATIO, TAAT_DENSITY, TAAT_MAX_POSTINGS, DENSE_TAAT,
+                        *buffers, out_rows, out_scores, counts)
             pool.give(buffers)
 
         if workers == 1:
@@ -577,24 +585,10 @@ class SparseIndex:
         return [(out_rows[q, : counts[q]], out_scores[q, : counts[q]]) for q in range(nq)]
 
     def batch_search(self, queries: SparseBatch, k: int = 10, *, threads: int | None = None,
-                     algorithm: str = "bmp", alpha: float = 1.0,
-                     beta: float = 1.0) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Top-k (external ids, scores) for each row of ``queries``, in parallel (threads=None: all cores)."""
+                     algorithm: str = "bmp", alpha: float = 1.0, beta: float = 1.0, mask: Any = None,
+                     floor: Any = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Top-k (external ids, scores float32) for each row of ``queries``, in parallel (threads=None: all
+        cores); ``mask`` and ``floor`` as in :meth:`batch_search_rows`."""
         results = self.batch_search_rows(queries, k, threads=threads, algorithm=algorithm, alpha=alpha,
-                                         beta=beta)
+                                         beta=beta, mask=mask, floor=floor)
         return [(self._ids[rows], scores) for rows, scores in results]
-
-
-def reorder_documents(docs: SparseBatch) -> np.ndarray:
-    """A document order that puts similar documents next to each other (new -> input row, int32).
-
-    Spherical k-means (n_docs / CLUSTER_DOCS clusters, a few rounds) over each document's SKETCH_TERMS
-    heaviest terms by value x idf; clusters one after the other, inside a cluster by heaviest sketch term,
-    then by input row. Deterministic (fixed seed).
-    """
-    n = len(docs)
-    sk_t, sk_w = BB.doc_sketches(docs.indptr, docs.indices, docs.values, docs.vocab_size, SKETCH_TERMS)
-    labels = BB.kmeans_labels(sk_t, sk_w, docs.vocab_size, max(1, n // CLUSTER_DOCS), KMEANS_ITERS,
-                              CLUSTER_TERMS, 12345)
-    labels[labels < 0] = n  # documents without sketch terms go last
-    return np.lexsort((sk_t[:, 0], labels)).astype(np.int32)
