@@ -19,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+import copy
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,21 +29,21 @@ from typing import Any, Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
+from lsr import living
 from lsr.corpus import counted, read_corpus
 from lsr.index import DocStore
 from lsr.index.sparse import reorder_documents
 from lsr.index.storage import (
     atomic_folder,
     check_target,
-    check_unique_ids,
-    read_id_list,
     remove_stale,
     sha256_file,
 )
+from lsr.living import open_folder
 from lsr.manifest import DOCSTORE_FILE, IDS_FILE, Manifest, load_manifest, write_manifest
 from lsr.params import BuildConfig, FusionSpec
 from lsr.retrievers import retriever_class
-from lsr.retrievers.base import BuildContext, OpenContext, Retriever
+from lsr.retrievers.base import BuildContext, Retriever
 from lsr.types import SparseBatch
 
 
@@ -60,6 +62,9 @@ class IndexSummary:
         skipped = f", {counted(self.skipped, 'bad line')} skipped" if self.skipped else ""
         return (f"indexed {counted(self.documents, 'document')}, {counted(self.postings, 'posting')}, "
                 f"{self.size_bytes / 2**20:.1f} MiB on disk, {self.seconds:.1f} s{skipped} -> {self.path}")
+
+
+_STATE = threading.Lock()  # a commit's state swap against a search's snapshot
 
 
 def permute_rows(batch: SparseBatch, order: np.ndarray) -> SparseBatch:
@@ -103,15 +108,6 @@ def encode_corpus(encoder, texts: list[str], *, batch_size: int = 32, show_progr
     return permute_rows(encoded_sorted, inverse)
 
 
-def read_ids(path: Path, count: int) -> np.ndarray:
-    """The collection's ids (one per line, utf-8), checked: ``count`` of them, none empty or repeated."""
-    lines = read_id_list(path, count)
-    check_unique_ids(lines, path)
-    ids = np.array(lines, dtype=str)
-    ids.flags.writeable = False
-    return ids
-
-
 def _folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
@@ -126,13 +122,22 @@ class Collection:
         [17]
     """
 
-    def __init__(self, path: Path, manifest: Manifest, ids: np.ndarray, docstore: DocStore | None,
-                 retrievers: dict[str, Retriever]) -> None:
+    def __init__(self, path: Path, manifest: Manifest, ids: np.ndarray, docstore: Any,
+                 retrievers: dict[str, Retriever], *, live: np.ndarray | None = None,
+                 segments: list | None = None, lease: Any = None, options: dict | None = None) -> None:
         self.path = Path(path)
         self.manifest = manifest
         self.ids = ids
         self.docstore = docstore
         self.retrievers = retrievers
+        #: bool per row, False for deleted rows (None: none deleted)
+        self.live = live
+        #: a living collection's opened segments (:class:`lsr.composite.OpenSegment`); None for a folder
+        #: that never took a write
+        self.segments = segments
+        self._lease = lease  # the commit point this snapshot reads (kept while it is open)
+        self._options = options or {}
+        self._writer: Any = None
         self._lookup: dict[str, int] | None = None
         self._id_rank: np.ndarray | None = None
         self._default_fusion = manifest.default_fusion()  # checked once, at open
@@ -140,20 +145,31 @@ class Collection:
     @classmethod
     def open(cls, path: str | Path, *, model: str | None = None, device: str = "auto",
              load_encoders: bool = True, verify: bool = False, validate: bool = True) -> "Collection":
-        """Open ``path``; ``model`` overrides the SPLADE query encoder, ``load_encoders=False`` opens the
-        indexes only, ``verify=True`` checks every file's sha256 first."""
+        """Open ``path`` (a living collection at its newest commit point); ``model`` overrides the SPLADE
+        query encoder, ``load_encoders=False`` opens the indexes only, ``verify=True`` checks every file's
+        sha256 first."""
         path = Path(path)
-        manifest = load_manifest(path, verify=verify)
-        ids = read_ids(path / manifest.ids_file, manifest.documents)
-        store = path / manifest.docstore if manifest.docstore else None
-        docstore = DocStore(store) if store is not None else None  # one the manifest names must be there
-        ctx = OpenContext(path=path, ids=ids, device=device, load_encoders=load_encoders, validate=validate,
-                          verify=verify, model=model)
-        for name, entry in manifest.retrievers.items():
-            ctx.opened[name] = retriever_class(entry.kind).open(ctx, name, entry)
-        return cls(path, manifest, ids, docstore, dict(ctx.opened))
+        options = {"model": model, "device": device, "load_encoders": load_encoders, "verify": verify,
+                   "validate": validate}
+        for attempt in range(5):
+            manifest = load_manifest(path, verify=verify)
+            if manifest.segments is None:
+                ids, docstore, retrievers = open_folder(path, manifest, **options)
+                return cls(path, manifest, ids, docstore, retrievers, options=options)
+            try:
+                return living.open_snapshot(cls, path, manifest, options)
+            except living.Vanished:  # a writer committed and removed this commit point meanwhile: retry
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def __len__(self) -> int:
+        """The live documents."""
+        return int(self.ids.size) if self.live is None else int(self.manifest.documents)
+
+    @property
+    def n_rows(self) -> int:
+        """Rows in the row space (deleted rows included: they are never hits)."""
         return int(self.ids.size)
 
     @property
@@ -162,9 +178,11 @@ class Collection:
         return list(self.retrievers)
 
     def rows(self, ids: Iterable[str]) -> np.ndarray:
-        """Rows of the ``ids`` that exist (unknown ids skipped), without repeats, ascending."""
+        """Rows of the ``ids`` that exist (unknown and deleted ids skipped), without repeats, ascending."""
         if self._lookup is None:
-            self._lookup = {d: r for r, d in enumerate(self.ids.tolist())}
+            rows = range(self.n_rows) if self.live is None else np.flatnonzero(self.live).tolist()
+            every = self.ids.tolist()
+            self._lookup = {every[r]: r for r in rows}
         lookup = self._lookup
         return np.unique(np.fromiter((lookup[i] for i in ids if i in lookup), dtype=np.int64))
 
@@ -172,10 +190,122 @@ class Collection:
     def id_rank(self) -> np.ndarray:
         """Each row's rank in id order (fused ties are broken by id, as the run-dict functions do)."""
         if self._id_rank is None:
-            rank = np.empty(len(self), np.int64)
-            rank[np.argsort(self.ids, kind="stable")] = np.arange(len(self), dtype=np.int64)
+            rank = np.empty(self.n_rows, np.int64)
+            rank[np.argsort(self.ids, kind="stable")] = np.arange(self.n_rows, dtype=np.int64)
             self._id_rank = rank
         return self._id_rank
+
+    # -- the living collection -----------------------------------------------------------------------------
+    def snapshot(self) -> "Collection":
+        """This collection as it is now, unchanged by later commits (what one search reads throughout)."""
+        with _STATE:
+            snap = copy.copy(self)
+        return snap
+
+    def _install(self, manifest: Manifest) -> None:
+        """Move to the committed state ``manifest`` (the writer's commit, or :meth:`refresh`)."""
+        new = living.open_snapshot(type(self), self.path, manifest, self._options, previous=self)
+        state = {k: v for k, v in new.__dict__.items() if k not in ("_writer", "_options")}
+        with _STATE:
+            self.__dict__.update(state)
+
+    def refresh(self) -> bool:
+        """Move to the newest commit point if another writer made one; True when the state changed."""
+        newest = load_manifest(self.path)
+        if newest.generation == self.manifest.generation and (newest.segments is None) == (
+                self.manifest.segments is None):
+            return False
+        if newest.segments is None:
+            ids, docstore, retrievers = open_folder(self.path, newest, **self._options)
+            with _STATE:
+                self.__dict__.update(manifest=newest, ids=ids, docstore=docstore, retrievers=retrievers,
+                                     live=None, segments=None, _lookup=None, _id_rank=None,
+                                     _default_fusion=newest.default_fusion())
+            return True
+        self._install(newest)
+        return True
+
+    def writer(self, *, hold: bool = False) -> Any:
+        """The write side (:class:`lsr.writer.Writer`), made on first use; ``hold``: keep the write lock
+        until :meth:`close` (a server), not only until each commit."""
+        if self._writer is None:
+            from lsr.writer import Writer
+
+            self._writer = Writer(self, hold=hold)
+        return self._writer
+
+    def add(self, docs: Iterable[Any], *, vectors: Any = None, batch_size: int = 32) -> int:
+        """Encode and stage documents (an existing id is replaced: upsert); visible after :meth:`commit`.
+
+        Example:
+            >>> c.add([{"id": "n1", "text": "new", "metadata": {"year": 2024}}]); c.commit()  # doctest: +SKIP
+        """
+        return self.writer().add(docs, vectors=vectors, batch_size=batch_size)
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Stage the deletion of ``ids``; returns how many exist. Visible after :meth:`commit`."""
+        return self.writer().delete(ids)
+
+    def commit(self) -> Any:
+        """Make staged writes durable and visible: a :class:`lsr.writer.CommitInfo`, or None if none."""
+        return self.writer().commit()
+
+    def merge(self, *, max_segments: int | None = None) -> Any:
+        """Merge segments (the tiered policy, or down to ``max_segments``) from their stored vectors."""
+        return self.writer().merge(max_segments=max_segments)
+
+    def close(self) -> None:
+        """Release the write lock (staged, uncommitted writes are dropped) and the commit point held."""
+        if self._writer is not None:
+            self._writer.close()
+        if self._lease is not None:
+            self._lease.release()
+
+    def search_mask(self, flt: Any = None) -> np.ndarray | None:
+        """Bool per row: live and matching ``flt`` (a checked :class:`lsr.filters.Filter`); None when every
+        row may be a hit."""
+        if flt is None:
+            return self.live
+        parts = []
+        for _, n, columns in self._column_parts():
+            parts.append(flt.mask(columns) if columns is not None else np.zeros(n, bool))
+        mask = np.concatenate(parts) if parts else np.zeros(0, bool)
+        return mask if self.live is None else mask & self.live
+
+    def _column_parts(self) -> list:
+        if self.segments is not None:
+            out, offset = [], 0
+            for s in self.segments:
+                out.append((offset, len(s.ids), s.columns))
+                offset += len(s.ids)
+            return out
+        if "_columns" not in self.__dict__:
+            self._columns = living._columns(self.path, self.manifest, self.n_rows)
+        return [(0, self.n_rows, self._columns)]
+
+    def stats(self) -> dict:
+        """Segments, live and deleted documents, the commit generation (``/stats``, ``lsr stats``)."""
+        segs = self.manifest.segments
+        out = {"documents": len(self), "rows": self.n_rows, "deleted": self.n_rows - len(self),
+               "generation": self.manifest.generation, "segments": len(segs) if segs else 1}
+        if segs:
+            out["segment_sizes"] = [{"name": r.name, "documents": r.documents, "deleted": r.deleted}
+                                    for r in segs]
+        if self.manifest.schema:
+            out["fields"] = {f["name"]: f["type"] for f in self.manifest.schema.get("fields", [])}
+        return out
+
+    @property
+    def schema(self) -> Any:
+        """The metadata fields (:class:`lsr.filters.Schema`), or None when the documents have none."""
+        if not self.manifest.schema:
+            return None
+        if self.__dict__.get("_schema_of") is not self.manifest:
+            from lsr.filters import Schema
+
+            self._schema = Schema.from_json(self.manifest.schema, str(self.path))
+            self._schema_of = self.manifest
+        return self._schema
 
     def default_fusion(self) -> FusionSpec:
         """Hybrid's fusion when a search gives none (the manifest's, checked at open)."""
@@ -184,18 +314,25 @@ class Collection:
     def set_fusion(self, fusion: dict | FusionSpec | None) -> Manifest:
         """Record the default fusion in the manifest (``lsr tune-fusion``); None forgets it."""
         spec = None if fusion is None else FusionSpec.check(fusion, self.names).to_dict()
-        self.manifest = write_manifest(self.path, self.manifest.replace(fusion=spec), next_generation=True)
-        self._default_fusion = self.manifest.default_fusion()
+        written = write_manifest(self.path, self.manifest.replace(fusion=spec), next_generation=True)
+        if written.segments is not None:
+            self._install(written)
+        else:
+            self.manifest = written
+            self._default_fusion = written.default_fusion()
         return self.manifest
 
     # -- building ----------------------------------------------------------------------------------------
     @staticmethod
     def build(corpus: str | Path, out: str | Path, *, config: BuildConfig | None = None, device: str = "auto",
               encoder: Any = None, dense_encoder: Any = None, skip_bad: bool = False, overwrite: bool = False,
-              limit: int | None = None, show_progress: bool = True, corpus_name: str | None = None
-              ) -> IndexSummary:
+              limit: int | None = None, show_progress: bool = True, corpus_name: str | None = None,
+              vectors: Any = None) -> IndexSummary:
         """Index a BEIR folder or JSONL file into the folder ``out`` (written to a temporary folder, then
-        renamed); the retrievers of ``config`` (default :class:`lsr.params.BuildConfig`)."""
+        renamed); the retrievers of ``config`` (default :class:`lsr.params.BuildConfig`). ``vectors``:
+        ``{"sparse": SparseBatch, "dense": matrix}`` in corpus order, computed elsewhere (not encoded again;
+        the models still describe themselves and tokenize for BM25). Documents with ``metadata`` get
+        columns for filters (:mod:`lsr.filters`)."""
         config = config or BuildConfig()
         t0 = time.perf_counter()
         out = Path(out)
@@ -212,8 +349,18 @@ class Collection:
             dense_encoder = DenseEncoder.from_pretrained(config.dense, device=device,
                                                          max_length=config.max_length)
         records = data.records
-        vectors = encode_corpus(encoder, [r.content for r in records], batch_size=config.batch_size,
-                                show_progress=show_progress)
+        given = dict(vectors or {})
+        vectors = given.get("sparse")
+        if vectors is None:
+            vectors = encode_corpus(encoder, [r.content for r in records], batch_size=config.batch_size,
+                                    show_progress=show_progress)
+        elif not isinstance(vectors, SparseBatch) or len(vectors) != len(records):
+            raise ValueError(f"vectors['sparse'] must be a SparseBatch of {len(records)} rows (the corpus')")
+        dense_given = given.get("dense")
+        if dense_given is not None:
+            dense_given = np.ascontiguousarray(dense_given, np.float32)
+            if dense_given.ndim != 2 or len(dense_given) != len(records):
+                raise ValueError(f"vectors['dense'] must be a matrix of {len(records)} rows (the corpus')")
         order = reorder_documents(vectors) if config.reorder else np.arange(len(records), dtype=np.int32)
         ids = [records[i].id for i in order.tolist()]
         name = corpus_name or (Path(corpus).name if Path(corpus).is_dir() else data.path.stem)
@@ -224,14 +371,17 @@ class Collection:
             ctx = BuildContext(folder=tmp, texts=[records[i].content for i in order.tolist()], ids=ids,
                                config=config, splade_vectors=permute_rows(vectors, order),
                                splade_encoder=encoder, dense_encoder=dense_encoder,
-                               show_progress=show_progress)
+                               show_progress=show_progress,
+                               dense_vectors=None if dense_given is None else dense_given[order])
             del vectors
             entries = {n: retriever_class(n).build(ctx, n) for n in config.retrievers}
             DocStore.write(tmp / DOCSTORE_FILE, ((r.id, r.title, r.text) for r in records))
             with open(tmp / IDS_FILE, "w", encoding="utf-8", newline="\n") as f:
                 f.write("\n".join(ids) + "\n")
+            schema = living.metadata_columns(tmp, [getattr(records[i], "metadata", None) or {}
+                                                   for i in order.tolist()])
             write_manifest(tmp, Manifest(documents=len(ids), retrievers=entries, corpus=corpus_info,
-                                         build=config))
+                                         build=config, schema=schema))
         postings = int(entries["sparse"].settings.get("postings", 0))
         return IndexSummary(out, len(records), postings, _folder_size(out), time.perf_counter() - t0,
                             data.skipped)

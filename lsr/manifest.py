@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from lsr import segments
 from lsr.errors import IndexFormatError
 from lsr.index import storage
 from lsr.params import BuildConfig, FusionSpec
 from lsr.retrievers import KINDS, retriever_class
+from lsr.segments import SegmentRef
 
 FORMAT_VERSION = 3
 #: the format versions :func:`load_manifest` opens (2 read-only, migrated in memory)
@@ -108,6 +110,13 @@ class Manifest:
     created_at: str = ""
     #: files and their sizes and sha256 (written by the storage layer)
     files: Mapping[str, Any] = field(default_factory=dict)
+    #: a living collection's segments (:class:`lsr.segments.SegmentRef`, from its newest commit point); None
+    #: for a folder that never took a write (one segment: the folder itself)
+    segments: tuple[SegmentRef, ...] | None = None
+    #: the metadata fields (:class:`lsr.filters.Schema` JSON) the documents' columns hold
+    schema: Mapping[str, Any] | None = None
+    #: collection-wide statistics fixed when the collection took its first write (``bm25_avgdl``)
+    stats: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def migrated(self) -> bool:
@@ -142,7 +151,9 @@ class Manifest:
                 "fusion": None if self.fusion is None else dict(self.fusion),
                 "hybrid": None if self.hybrid is None else list(self.hybrid), "generation": self.generation,
                 "provenance": {"corpus": dict(self.corpus),
-                               "build": None if self.build is None else self.build.settings()}}
+                               "build": None if self.build is None else self.build.settings()},
+                **({"schema": dict(self.schema)} if self.schema else {}),
+                **({"stats": dict(self.stats)} if self.stats else {})}
 
     @classmethod
     def from_json(cls, obj: Any, where: str) -> "Manifest":
@@ -174,6 +185,9 @@ class Manifest:
             generation = obj.get("generation", 1)
             if isinstance(generation, bool) or not isinstance(generation, int) or generation < 1:
                 raise ValueError(f"generation {generation!r}")
+            schema, stats = obj.get("schema"), obj.get("stats") or {}
+            if schema is not None and not isinstance(schema, dict) or not isinstance(stats, dict):
+                raise ValueError("schema and stats must be objects")
         except IndexFormatError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -184,18 +198,63 @@ class Manifest:
                    corpus=dict(prov.get("corpus") or {}), build=build,
                    format_version=int(obj.get("format_version", FORMAT_VERSION)),
                    created_by=str(obj.get("created_by", "")), created_at=str(obj.get("created_at", "")),
-                   files=dict(obj.get("files") or {}))
+                   files=dict(obj.get("files") or {}), schema=schema, stats=dict(stats))
 
 
-def load_manifest(folder: str | Path, *, verify: bool = False) -> Manifest:
+def load_manifest(folder: str | Path, *, verify: bool = False, own: bool = False) -> Manifest:
     """The one reader: the manifest of ``folder`` (format 3, or format 2 migrated read-only); checks every
-    listed file's size (``verify=True``: its sha256 too). IndexFormatError naming the problem otherwise."""
+    listed file's size (``verify=True``: its sha256 too). IndexFormatError naming the problem otherwise.
+    A living collection's manifest is its newest commit point's (``own=True``: the folder's own
+    ``manifest.json``, i.e. its first build or a segment)."""
     folder = Path(folder)
+    if not own and folder.is_dir() and not storage.is_scratch(folder):
+        found = segments.newest_commit(folder)
+        if found is not None:
+            return _from_commit(folder, *found)
     raw = storage.read_manifest(folder, verify=verify, versions=READABLE)
     where = str(folder / storage.MANIFEST)
     if raw.get("format_version") == 2:
         return _migrate_v2(folder, raw, where)
     return Manifest.from_json(raw, where)
+
+
+def _from_commit(folder: Path, generation: int, commit: dict) -> Manifest:
+    """The collection's manifest as its commit point records it (segments, settings, generation)."""
+    where = str(folder / segments.commit_name(generation))
+    refs = commit.get("segments")
+    if not isinstance(refs, list) or not refs:
+        raise IndexFormatError(f"{where}: no segments")
+    refs = tuple(segments.SegmentRef.from_json(r, where) for r in refs)
+    if len({r.dir for r in refs}) != len(refs) or len({r.name for r in refs}) != len(refs):
+        raise IndexFormatError(f"{where}: a segment is listed twice")
+    m = Manifest.from_json(commit.get("collection"), where)
+    if m.documents != sum(r.live for r in refs):
+        raise IndexFormatError(f"{where}: {m.documents} documents, its segments hold "
+                               f"{sum(r.live for r in refs)}")
+    return m.replace(segments=refs, generation=generation)
+
+
+def base_segment(folder: str | Path, manifest: Manifest) -> Manifest:
+    """The manifest of a collection's first build (segment "."), as a living collection's commit point
+    starts from: its settings, one segment."""
+    return manifest.replace(segments=(segments.SegmentRef(name="base", dir=segments.BASE,
+                                                          documents=manifest.documents),))
+
+
+def commit_manifest(folder: str | Path, manifest: Manifest) -> Manifest:
+    """Write a living collection's next commit point (generation + 1) with ``manifest``'s segments and
+    settings; the caller holds the write lock. ConflictError when another commit came first."""
+    if manifest.segments is None:
+        raise ValueError("commit_manifest needs the segments (base_segment() for a first write)")
+    body = manifest.to_json()
+    body.update(format_version=FORMAT_VERSION, files={})
+    generation = manifest.generation + 1
+    newest = segments.commit_generations(folder)
+    if newest and newest[0] >= generation:
+        raise segments.ConflictError(f"{folder} changed since it was opened (commit {newest[0]} is newer): "
+                                     "reopen it and retry")
+    segments.write_commit(folder, generation, manifest.segments, body)
+    return manifest.replace(generation=generation)
 
 
 def write_manifest(folder: str | Path, manifest: Manifest, *, next_generation: bool = False,
@@ -208,6 +267,9 @@ def write_manifest(folder: str | Path, manifest: Manifest, *, next_generation: b
     if manifest.migrated:
         raise IndexFormatError(f"{folder} has index format version {manifest.format_version}, which this "
                                f"lsr-engine opens read-only: {rebuild_hint(folder)}")
+    if manifest.segments is not None:  # a living collection: its settings live in its commit points
+        with segments.WriteLock.acquire(folder):
+            return commit_manifest(folder, manifest)
     if next_generation:
         manifest = manifest.replace(generation=manifest.generation + 1)
     written = storage.write_manifest(folder, manifest.to_json(), version=FORMAT_VERSION, add=add, drop=drop)

@@ -22,7 +22,7 @@ from lsr import pipeline
 from lsr.collection import Collection
 from lsr.explain import top_k
 from lsr.fusion import fuse_ranked
-from lsr.params import DEFAULT_SPEED, K_MAX, MODES, SPEEDS, FusionSpec, SearchParams, available_modes, check_k
+from lsr.params import DEFAULT_SPEED, K_MAX, MODES, SPEEDS, FusionSpec, SearchParams, available_modes
 from lsr.params import speed_params as speed_params
 from lsr.retrievers.base import Ranked, Retriever
 from lsr.types import Hit, SparseBatch
@@ -133,9 +133,10 @@ class Searcher:
 
     # -- the one check of a search's parameters -----------------------------------------------------------
     def params(self, *, k: Any = 10, mode: Any = None, speed: Any = DEFAULT_SPEED, fusion: Any = None,
-               k_max: int = K_MAX) -> SearchParams:
+               k_max: int = K_MAX, filter: Any = None) -> SearchParams:
         """Check a search's parameters against this index (ValueError naming the problem) and resolve the
         defaults (mode: hybrid where there are several retrievers; hybrid's fusion: the index's).
+        ``filter``: a metadata filter (JSON object or text) checked against the collection's schema.
 
         Example:
             >>> Searcher.load("my-index").params(k=5, mode="bm25")     # doctest: +SKIP
@@ -143,8 +144,10 @@ class Searcher:
         """
         if isinstance(fusion, Mapping) and not fusion.get("weights"):  # those hybrid fuses by default
             fusion = {**fusion, "weights": {n: 1.0 for n in self.collection.manifest.fused_by_default}}
+        schema = self.collection.schema if filter is not None else None
         return SearchParams.check(k=k, mode=mode, speed=speed, fusion=fusion, k_max=k_max,
-                                  available=self.retrievers, default_fusion=self.collection.default_fusion())
+                                  available=self.retrievers, default_fusion=self.collection.default_fusion(),
+                                  filter=filter, schema=schema)
 
     # -- searching ----------------------------------------------------------------------------------------
     def _used(self, params: SearchParams) -> list[tuple[str, Retriever, float]]:
@@ -157,10 +160,14 @@ class Searcher:
         """Search ``texts`` with checked ``params`` (from :meth:`params`; trusted here). ``filter_ids``: only
         these documents can be hits (scored exactly). ``annotate``: weak-match flags and truncation."""
         texts = list(texts)
-        used = self._used(params)
+        c = self.collection.snapshot()  # one state throughout, whatever a writer commits meanwhile
+        used = [(n, c.retrievers[n], w) for n, _, w in self._used(params)]
         hybrid = params.fusion is not None
         depth = max(params.k, params.fusion.depth) if hybrid else params.k
-        allowed = None if filter_ids is None else self.collection.rows(str(i) for i in filter_ids)
+        mask = c.search_mask(params.filter)  # live rows, and the filter's
+        allowed = None if filter_ids is None else c.rows(str(i) for i in filter_ids)
+        if allowed is not None and mask is not None:
+            allowed = allowed[mask[allowed]]
         timings = {"encode_seconds": 0.0, "search_seconds": 0.0}
         encoded, parts = {}, {}
         for name, r, _ in used:
@@ -169,11 +176,13 @@ class Searcher:
             t0 = time.perf_counter()
             encoded[name] = Q = r.encode_queries(texts, batch_size=batch_size)
             t1 = time.perf_counter()
-            parts[name] = (r.search(Q, depth, params=params, threads=threads) if allowed is None else
+            masked = {} if mask is None else {"mask": mask}  # kinds written before masks still work
+            parts[name] = (r.search(Q, depth, params=params, threads=threads, **masked)
+                           if allowed is None else
                            Ranked.from_lists([top_k(allowed, r.score_rows(Q, i, allowed), depth,
                                                     positive=r.positive_scores) for i in range(len(texts))],
                                              k=depth))
-            self._ties_by_id(parts[name])
+            self._ties_by_id(parts[name], c.id_rank)
             timings["encode_seconds"] += t1 - t0
             timings["search_seconds"] += time.perf_counter() - t1
         t0 = time.perf_counter()
@@ -183,7 +192,7 @@ class Searcher:
                               method=f.method,
                               normalization=f.normalization, k=f.k, mins=[r.theoretical_min for _, r,
                                                                           _ in used],
-                              n_rows=len(self.collection), top=params.k, tiebreak=self.collection.id_rank)
+                              n_rows=c.n_rows, top=params.k, tiebreak=c.id_rank)
         else:
             out = parts[used[0][0]]
         timings["search_seconds"] += time.perf_counter() - t0
@@ -195,17 +204,17 @@ class Searcher:
                 weak = used[0][1].weak(encoded[used[0][0]], i, rows)
             truncated = annotate and any(r.truncated(text) for _, r, _ in used)
             ex = self._explain(used, encoded, parts, i, rows) if explain else None
-            results.append(SearchResult(rows=rows, ids=self.collection.ids[rows], scores=scores,
+            results.append(SearchResult(rows=rows, ids=c.ids[rows], scores=scores,
                                         mode=params.mode, fusion=params.fusion, truncated=truncated,
                                         timings=timings,
                                         parts={n: parts[n][i] for n in parts} if hybrid else {},
                                         explanations=ex, weak=weak))
         return results
 
-    def _ties_by_id(self, ranked: Ranked) -> None:
+    def _ties_by_id(self, ranked: Ranked, rank: np.ndarray | None = None) -> None:
         """Equal scores in id order within each list (in place), so that ranks do not depend on the rows'
         order on disk: the same order as a run dict sorted by (-score, id)."""
-        rank = self.collection.id_rank
+        rank = self.collection.id_rank if rank is None else rank
         for i in range(len(ranked)):
             n = int(ranked.counts[i])
             s = ranked.scores[i, :n]
@@ -335,8 +344,10 @@ class Searcher:
     def search_vector(self, query: SparseBatch, k: int = 10, *, speed: str = DEFAULT_SPEED,
                       with_text: bool = True) -> list[Hit]:
         """Top ``k`` hits for an already encoded one-row SPLADE query."""
-        rows, scores = self.index.search_rows(query, k=check_k(k), **speed_params(speed))
-        result = SearchResult(rows=rows, ids=self.collection.ids[rows], scores=scores, mode="sparse")
+        c = self.collection.snapshot()
+        params = SearchParams.check(k=k, speed=speed)
+        rows, scores = c.retrievers["sparse"].search(query, params.k, params=params, mask=c.live)[0]
+        result = SearchResult(rows=rows, ids=c.ids[rows], scores=scores, mode="sparse")
         return self.hits(result, with_text=with_text)
 
     def query_tokens(self, query: str) -> tuple[int, bool]:

@@ -127,6 +127,11 @@ def _check_collection(searcher) -> None:
                          "it with `lsr index --overwrite` to adapt it")
     if searcher.retriever("sparse-idf").encoder is None:
         raise AdaptError("adaptation needs the query encoders (open the collection with them)")
+    c = searcher.collection
+    if c.manifest.segments is not None and (len(c.manifest.segments) > 1 or c.live is not None):
+        raise AdaptError(f"{c.path} has {len(c.manifest.segments)} segments or deleted documents: adaptation "
+                         f"reads one SPLADE index; merge them first (`lsr merge --index {c.path} "
+                         "--max-segments 1`)")
 
 
 def adapt(index: Any, *, queries: str | Path | None = None, qrels: str | Path | None = None,

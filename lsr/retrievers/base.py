@@ -102,14 +102,25 @@ class BuildContext:
     splade_encoder: Any = None
     dense_encoder: Any = None
     show_progress: bool = True
+    #: a living collection's segment: the dense vectors (a merge reads them from the merged segments), the
+    #: encoders' descriptions when no encoder is loaded, and BM25's average length (the collection's, fixed)
+    dense_vectors: Any = None
+    splade_info: Any = None
+    dense_info: Any = None
+    bm25_avgdl: float | None = None
+    tokenizer: Any = None
     _wordpiece: Any = field(default=None, repr=False)
+
+    @property
+    def word_tokenizer(self) -> Any:
+        """The SPLADE model's WordPiece tokenizer (BM25's and sparse-idf's analyser)."""
+        return self.tokenizer if self.tokenizer is not None else self.splade_encoder.tokenizer
 
     def wordpiece_stats(self) -> BM25Encoder:
         """BM25 statistics of the texts over the SPLADE WordPiece vocabulary, computed once per build (the
         BM25 and sparse-idf kinds both need them; tokenizing a corpus is not cheap)."""
         if self._wordpiece is None:
-            self._wordpiece = BM25Encoder.fit(self.texts, analyzer="wordpiece",
-                                              tokenizer=self.splade_encoder.tokenizer)
+            self._wordpiece = BM25Encoder.fit(self.texts, analyzer="wordpiece", tokenizer=self.word_tokenizer)
         return self._wordpiece
 
 
@@ -143,7 +154,11 @@ class Retriever:
     def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64) -> Any:
         raise NotImplementedError
 
-    def search(self, Q: Any, k: int, *, params: SearchParams, threads: int | None = None) -> Ranked:
+    def search(self, Q: Any, k: int, *, params: SearchParams, threads: int | None = None,
+               mask: np.ndarray | None = None, floor: Any = None) -> Ranked:
+        """Top-k rows per query. ``mask``: bool per row, only rows where it is set may be hits (live
+        documents, a filter's); ``floor``: per query, a score below which hits are not needed (the k-th
+        score other segments reached; pruning may start from it)."""
         raise NotImplementedError
 
     def score_rows(self, Q: Any, i: int, rows: np.ndarray) -> np.ndarray:
@@ -179,11 +194,18 @@ def folder_files(folder: Path, sub: str) -> list[str]:
 
 
 def search_index(index: SparseIndex, Q: SparseBatch, k: int, params: SearchParams,
-                 threads: int | None) -> Ranked:
-    """Top-k rows of a SparseIndex for every row of ``Q`` (the one-query kernel for a single query)."""
+                 threads: int | None, mask: np.ndarray | None = None, floor: Any = None) -> Ranked:
+    """Top-k rows of a SparseIndex for every row of ``Q`` (the one-query kernel for a single query), only
+    rows ``mask`` allows, pruning from ``floor`` (per query) where given."""
     kernel = params.kernel
+    if mask is not None:
+        kernel["mask"] = mask
     if len(Q) == 1:
+        if floor is not None:
+            kernel["floor"] = float(np.asarray(floor, np.float64).reshape(-1)[0])
         return Ranked.from_lists([index.search_rows(Q, k, **kernel)], k=k)
+    if floor is not None:
+        kernel["floor"] = np.asarray(floor, np.float32)
     return Ranked.from_lists(index.batch_search_rows(Q, k, threads=threads, **kernel), k=k)
 
 

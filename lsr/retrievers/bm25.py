@@ -9,7 +9,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -101,7 +101,10 @@ class BM25Retriever(Retriever):
     def build(cls, ctx: BuildContext, name: str) -> RetrieverEntry:
         cfg = ctx.config
         enc = ctx.wordpiece_stats() if cfg.bm25_analyzer == "wordpiece" else \
-            BM25Encoder.fit(ctx.texts, analyzer=cfg.bm25_analyzer, tokenizer=ctx.splade_encoder.tokenizer)
+            BM25Encoder.fit(ctx.texts, analyzer=cfg.bm25_analyzer, tokenizer=ctx.word_tokenizer)
+        if ctx.bm25_avgdl is not None:  # a living collection's segment: the collection's average length
+            enc = BM25Encoder(analyzer=enc.analyzer, df=enc.df, n_docs=enc.n_docs, avgdl=ctx.bm25_avgdl,
+                              k1=enc.k1, b=enc.b, tokenizer=ctx.word_tokenizer)
         SparseIndex.write_into(ctx.folder / name, enc.encode_documents(ctx.texts), None,
                                quantization="float32",
                                reorder=False)
@@ -120,8 +123,11 @@ class BM25Retriever(Retriever):
     def _own(self, rows: np.ndarray) -> np.ndarray:
         return rows if self.to_own is None else self.to_own[rows]
 
-    def search(self, Q: BM25Queries, k: int, *, params: SearchParams, threads: int | None = None) -> Ranked:
-        out = search_index(self.index, Q.batch, k, params, threads)
+    def search(self, Q: BM25Queries, k: int, *, params: SearchParams, threads: int | None = None,
+               mask: np.ndarray | None = None, floor: Any = None) -> Ranked:
+        if mask is not None and self.to_rows is not None:
+            mask = mask[self.to_rows]
+        out = search_index(self.index, Q.batch, k, params, threads, mask, floor)
         if self.to_rows is not None:
             hit = out.rows >= 0
             out.rows[hit] = self.to_rows[out.rows[hit]]

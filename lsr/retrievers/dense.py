@@ -7,7 +7,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -59,12 +59,16 @@ class DenseRetriever(Retriever):
     def build(cls, ctx: BuildContext, name: str) -> RetrieverEntry:
         from lsr.index.dense import DenseIndex
 
-        vectors = ctx.dense_encoder.encode_documents(ctx.texts, batch_size=64,
-                                                     show_progress=ctx.show_progress)
+        vectors = ctx.dense_vectors  # given: a merge (stored vectors) or vectors computed elsewhere
+        if vectors is None:
+            vectors = ctx.dense_encoder.encode_documents(ctx.texts, batch_size=64,
+                                                         show_progress=ctx.show_progress)
         index = DenseIndex.build(vectors, kind=ctx.config.dense_kind)
         index.save(ctx.folder / name)
         # the model's facts; how this process runs its queries (query_runtime) is not the collection's
-        encoder = {k: v for k, v in ctx.dense_encoder.describe().items() if not k.startswith("query_runtime")}
+        described = (ctx.dense_encoder.describe() if ctx.dense_encoder is not None
+                     else dict(ctx.dense_info or {}))
+        encoder = {k: v for k, v in described.items() if not k.startswith("query_runtime")}
         return RetrieverEntry(kind=cls.kind, dir=name, encoder=encoder,
                               settings={"index": index.describe()},
                               files=tuple(folder_files(ctx.folder, name)))
@@ -74,8 +78,9 @@ class DenseRetriever(Retriever):
             raise RuntimeError("this Searcher was opened without the dense encoder")
         return self.encoder.encode_queries(list(texts), batch_size=batch_size)
 
-    def search(self, Q: np.ndarray, k: int, *, params: SearchParams, threads: int | None = None) -> Ranked:
-        scores, rows = self.index.search(Q, k=k)
+    def search(self, Q: np.ndarray, k: int, *, params: SearchParams, threads: int | None = None,
+               mask: np.ndarray | None = None, floor: Any = None) -> Ranked:
+        scores, rows = self.index.search(Q, k=k) if mask is None else self.index.search(Q, k=k, mask=mask)
         rows = np.ascontiguousarray(rows, np.int64)
         found = rows >= 0
         # faiss pads with -1 at the end of each list; keep only found rows, in order

@@ -168,8 +168,9 @@ class SparseIdfRetriever(Retriever):
                                 verbose=False)["input_ids"]) \
             > self.max_length
 
-    def search(self, Q: SparseBatch, k: int, *, params: SearchParams, threads: int | None = None) -> Ranked:
-        return search_index(self.index, Q, k, params, threads)
+    def search(self, Q: SparseBatch, k: int, *, params: SearchParams, threads: int | None = None,
+               mask: np.ndarray | None = None, floor: Any = None) -> Ranked:
+        return search_index(self.index, Q, k, params, threads, mask, floor)
 
     def score_rows(self, Q: SparseBatch, i: int, rows: np.ndarray) -> np.ndarray:
         return score_rows(self.index, Q.row(i), rows)

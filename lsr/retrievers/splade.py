@@ -71,7 +71,9 @@ class SpladeRetriever(Retriever):
         written = SparseIndex.write_into(ctx.folder / name, ctx.splade_vectors, None,
                                          quantization=cfg.quantization, block_size=cfg.block_size,
                                          reorder=False)
-        return RetrieverEntry(kind=cls.kind, dir=name, encoder=ctx.splade_encoder.describe(),
+        info = (ctx.splade_encoder.describe() if ctx.splade_encoder is not None
+                else dict(ctx.splade_info or {}))
+        return RetrieverEntry(kind=cls.kind, dir=name, encoder=info,
                               settings={"quantization": cfg.quantization, "block_size": cfg.block_size,
                                         "postings": int(written["nnz"])},
                               files=tuple(folder_files(ctx.folder, name)))
@@ -81,8 +83,9 @@ class SpladeRetriever(Retriever):
             raise RuntimeError("this Searcher was opened without the sparse encoder")
         return self.encoder.encode_queries(list(texts), batch_size=batch_size)
 
-    def search(self, Q: SparseBatch, k: int, *, params: SearchParams, threads: int | None = None) -> Ranked:
-        return search_index(self.index, Q, k, params, threads)
+    def search(self, Q: SparseBatch, k: int, *, params: SearchParams, threads: int | None = None,
+               mask: np.ndarray | None = None, floor: Any = None) -> Ranked:
+        return search_index(self.index, Q, k, params, threads, mask, floor)
 
     def score_rows(self, Q: SparseBatch, i: int, rows: np.ndarray) -> np.ndarray:
         return score_rows(self.index, Q.row(i), rows)
