@@ -72,6 +72,11 @@ def open_sparse(index: str | Path | SparseIndex | Collection) -> tuple[SparseInd
     names = [n for n, e in collection.manifest.retrievers.items() if e.kind == "sparse"]
     if not names:
         raise ValueError(f"{collection.path} has no sparse (SPLADE) retriever to export")
+    segs = collection.manifest.segments
+    if segs is not None and (len(segs) > 1 or collection.live is not None):
+        raise ValueError(f"{collection.path} has {len(segs)} segments or deleted documents: export reads one "
+                         f"SPLADE index; merge them first (`lsr merge --index {collection.path} "
+                         "--max-segments 1`)")
     entry = collection.manifest.retrievers[names[0]]
     return collection.retrievers[names[0]].index, (entry.encoder or {}).get("name")
 
