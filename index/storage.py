@@ -38,6 +38,8 @@ FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 #: Present in a temporary build folder until the moment it is renamed into place.
 UNFINISHED_MARKER = ".lsr-unfinished"
+#: What a living collection adds to a built folder (lsr.segments): lock, commit points, segments, deletions.
+_LIVING = re.compile(r"^(write\.lock|commit-\d{1,12}\.json(\.tmp-[0-9a-f]{8})?|(segments|deletes)(/.*)?)$")
 #: The scratch siblings of a target NAME: ``NAME.tmp-<12 hex>`` (being written), ``NAME.old-<12 hex>``
 #: (the replaced folder, set aside during the swap).
 _SCRATCH = re.compile(r"\.(tmp|old)-[0-9a-f]{12}$")
@@ -208,7 +210,8 @@ def _unreplaceable(path: Path) -> str | None:
         return f"has a {MANIFEST} that is not an lsr-engine manifest"
     listed = set(manifest["files"])
     extra = sorted(rel for rel in (e.relative_to(path).as_posix() for e in entries)
-                   if rel not in listed and rel != MANIFEST and not _MANIFEST_TMP.search(rel))
+                   if rel not in listed and rel != MANIFEST and not _MANIFEST_TMP.search(rel)
+                   and not _LIVING.match(rel))
     if extra:
         more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
         return f"holds {extra[0]}{more}, which its {MANIFEST} does not list"

@@ -327,12 +327,15 @@ def referenced(commit: dict) -> tuple[set[str], set[str]]:
     return segs, dels
 
 
-def collect_garbage(folder: str | os.PathLike, *, base_files: Iterable[str] = ()) -> list[str]:
+def collect_garbage(folder: str | os.PathLike, *, base_files: Iterable[str] = (),
+                    keep: Iterable[str] = ()) -> list[str]:
     """Remove (the writer only, under its lock) older commit points no reader holds, then every segment
     folder, deletion file and temporary file that no remaining commit point names. ``base_files``: the
-    first build's files at the root (segment "."), removed once no commit point names ".". Returns what
-    was removed (relative paths)."""
+    first build's files at the root (segment "."), removed once no commit point names "."; ``keep``: names
+    of segments being written (a merge's, not committed yet), left with their temporary folders. Returns
+    what was removed (relative paths)."""
     folder = Path(folder)
+    building = set(keep)
     gens = commit_generations(folder)
     removed: list[str] = []
     keep: list[dict] = []
@@ -363,6 +366,8 @@ def collect_garbage(folder: str | os.PathLike, *, base_files: Iterable[str] = ()
             continue
         for p in base.iterdir():
             rel = f"{sub}/{p.name}"
+            if sub == SEGMENTS_DIR and any(p.name == k or p.name.startswith(f"{k}.") for k in building):
+                continue
             if rel not in names:
                 if p.is_dir() and not p.is_symlink():
                     shutil.rmtree(p, ignore_errors=True)

@@ -127,18 +127,31 @@ class Writer:
         self._mutex = threading.RLock()
         self._pending = _Pending()
         self._encoders: dict[str, Any] = {}
+        self._building: set[str] = set()  # segments a merge is writing: garbage collection leaves them
 
     # -- lock ---------------------------------------------------------------------------------------------
     def _take_lock(self) -> None:
         if self._lock is None:
             self._lock = S.WriteLock.acquire(self.c.path)
             if S.commit_generations(self.c.path):  # what a killed writer left (an uncommitted segment, ...)
-                S.collect_garbage(self.c.path, base_files=_base_files(self.c.path))
+                S.collect_garbage(self.c.path, base_files=_base_files(self.c.path), keep=self._building)
 
     def _drop_lock(self) -> None:
         if self._lock is not None and not self.hold and not self._pending:
             self._lock.release()
             self._lock = None
+
+    def acquire(self) -> "Writer":
+        """Take the write lock now (a second writer fails here, before anything is read or encoded)."""
+        with self._mutex:
+            self._take_lock()
+        return self
+
+    def rollback(self) -> None:
+        """Drop what was staged and not committed (the lock is kept when held for a server)."""
+        with self._mutex:
+            self._pending = _Pending()
+            self._drop_lock()
 
     def close(self) -> None:
         """Drop what was not committed and release the write lock."""
@@ -335,7 +348,7 @@ class Writer:
         written = commit_manifest(self.c.path, new)
         base_files = _base_files(self.c.path)
         self.c._install(written)  # first: this collection's own hold on the previous commit point goes
-        S.collect_garbage(self.c.path, base_files=base_files)
+        S.collect_garbage(self.c.path, base_files=base_files, keep=self._building)
         return CommitInfo(written.generation, added, deleted, len(refs), live,
                           sum(r.deleted for r in refs), time.perf_counter() - t0, merged)
 
@@ -371,9 +384,13 @@ class Writer:
             name = _name(f"m{m.generation + 1:06d}")
             schema = _schema(m, [])
             tok = getattr(self.c.retrievers.get("sparse-idf"), "encoder", None)
-            ref = living.write_segment(self.c.path, name, m, records=records, sparse=sparse, dense=dense,
-                                       metadata=metadata, schema=schema, tokenizer=_tokenizer(self, tok))
-            return self._finish_merge(chosen, ref, origin, t0)
+            self._building.add(name)  # a commit meanwhile must not collect it
+            try:
+                ref = living.write_segment(self.c.path, name, m, records=records, sparse=sparse, dense=dense,
+                                           metadata=metadata, schema=schema, tokenizer=_tokenizer(self, tok))
+                return self._finish_merge(chosen, ref, origin, t0)
+            finally:
+                self._building.discard(name)
         finally:
             with self._mutex:
                 self._drop_lock()
