@@ -1,6 +1,6 @@
-"""The ``lsr`` command: ``index``, ``search``, ``serve``, ``demo``, ``eval``, ``export``, ``tune-fusion``:
-each a thin call into the library. Choices, bounds and defaults come from :mod:`lsr.params`; errors are one
-line on stderr with exit code 2 (:mod:`lsr.console`).
+"""The ``lsr`` command: ``index``, ``search``, ``add``, ``delete``, ``merge``, ``stats``, ``serve``, ``demo``,
+``eval``, ``export``, ``tune-fusion``: each a thin call into the library. Choices, bounds and defaults come
+from :mod:`lsr.params`; errors are one line on stderr with exit code 2 (:mod:`lsr.console`).
 
 Example:
     >>> from lsr.cli import main
@@ -19,9 +19,12 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from lsr.adapt.run import adapt_arguments, adapt_from_args
+from lsr.collection import Collection
 from lsr.console import Parser, run_command
-from lsr.corpus import counted
+from lsr.corpus import counted, read_corpus
 from lsr.demo import DEMO_INDEX_DIR, demo_queries, write_demo_corpus
 from lsr.errors import LsrError
 from lsr.eval import add_arguments as eval_arguments
@@ -141,6 +144,35 @@ def _parser() -> argparse.ArgumentParser:
                     help="hybrid or one retriever (default: hybrid when the index has several)")
     se.add_argument("--fusion", type=_json_object, default=None,
                     help='hybrid fusion as JSON, e.g. \'{"method": "rrf"}\' (default: the index\'s)')
+    se.add_argument("--filter", default=None, metavar="JSON",
+                    help='metadata filter as JSON, e.g. \'{"field": "lang", "eq": "en"}\', '
+                         '\'{"field": "year", "gte": 2010}\', {"and": [...]}, {"or": [...]}, {"not": {...}} '
+                         '(lsr stats lists the fields)')
+
+    ad = sub.add_parser("add", help="add (or replace) documents in an index: one commit at the end")
+    ad.add_argument("--index", required=True, help="index folder")
+    ad.add_argument("--corpus", required=True,
+                    help="BEIR folder (corpus.jsonl) or JSONL file of documents ({_id|id, title?, text, "
+                         "metadata?}); an id the index has is replaced")
+    ad.add_argument("--batch-size", type=_positive, default=BuildConfig.batch_size,
+                    help="encoding batch size")
+    ad.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    ad.add_argument("--skip-bad", action="store_true", help="skip bad corpus lines instead of stopping")
+    ad.add_argument("--no-progress", action="store_true")
+
+    dl = sub.add_parser("delete", help="delete documents from an index by id: one commit")
+    dl.add_argument("--index", required=True, help="index folder")
+    dl.add_argument("--ids", required=True, help="file of document ids, one per line ('-': standard input)")
+
+    mg = sub.add_parser("merge", help="merge an index's segments (the tiered policy, or down to N)")
+    mg.add_argument("--index", required=True, help="index folder")
+    mg.add_argument("--max-segments", type=_positive, default=None,
+                    help="merge the smallest segments until at most N remain (default: the tiered policy: "
+                         "segments of similar size, and segments with many deletions)")
+
+    st = sub.add_parser("stats", help="an index's documents, deletions, segments, commit and metadata fields")
+    st.add_argument("--index", required=True, help="index folder")
+    st.add_argument("--json", action="store_true", help="print JSON")
 
     tu = sub.add_parser("tune-fusion", help="choose hybrid fusion weights on training queries")
     tu.add_argument("--index", required=True, help="index folder (with several retrievers)")
@@ -200,7 +232,7 @@ def _cmd_search(a) -> int:
         raise ValueError("query is empty")
     searcher = Searcher.load(a.index, model=a.model)
     # the one check of the parameters, before the warm-up
-    params = searcher.params(k=a.k, mode=a.mode, speed=a.speed, fusion=a.fusion)
+    params = searcher.params(k=a.k, mode=a.mode, speed=a.speed, fusion=a.fusion, filter=a.filter)
     _warm_up(searcher, sys.stderr, modes=[params.mode], speeds=[params.speed])
     t0 = time.perf_counter()
     hits = searcher.hits(searcher.query([a.query], params, threads=1)[0])
@@ -210,6 +242,8 @@ def _cmd_search(a) -> int:
                "hits": [h.to_dict() for h in hits]}
         if params.fusion is not None:
             out["fusion"] = params.fusion.to_dict()
+        if params.filter is not None:
+            out["filter"] = params.filter.to_json()
         print(json.dumps(out, ensure_ascii=False))
         return 0
     for h in hits:
@@ -217,6 +251,112 @@ def _cmd_search(a) -> int:
         weak = "  [weak match]" if h.weak else ""  # bm25: shares little of the query
         print(f"{h.rank:>4}  {h.score:9.4f}  {h.id:<24} {snippet[:90]}{weak}")
     print(f"{len(hits)} hits in {took:.1f} ms")
+    return 0
+
+
+#: documents encoded and staged at a time by ``lsr add`` (a progress step; the commit is one, at the end)
+ADD_CHUNK = 1024
+#: ``lsr merge`` stops after this many merges (each policy merge shrinks the segment count)
+MAX_MERGES = 1000
+
+
+def _open_writable(index: str, **options) -> Collection:
+    """The collection at ``index`` with its write lock taken (a second writer fails now, with one line,
+    before anything is read or encoded)."""
+    c = Collection.open(index, load_encoders=False, **options)
+    try:
+        c.writer().acquire()
+    except BaseException:
+        c.close()
+        raise
+    return c
+
+
+def _cmd_add(a) -> int:
+    c = _open_writable(a.index, device=a.device)
+    try:
+        data = read_corpus(a.corpus, skip_bad=a.skip_bad)
+        records = data.records
+        if not records:
+            raise LsrError(f"{a.corpus}: no documents to add")
+        with tqdm(total=len(records), unit="doc", desc="encoding", disable=a.no_progress,
+                  dynamic_ncols=True, file=sys.stderr) as bar:
+            for start in range(0, len(records), ADD_CHUNK):
+                chunk = records[start:start + ADD_CHUNK]
+                c.add(chunk, batch_size=a.batch_size)
+                bar.update(len(chunk))
+        info = c.commit()
+    finally:
+        c.close()  # without a commit: the staged documents are dropped, the lock released
+    if data.skipped:
+        print(f"skipped {counted(data.skipped, 'bad line')}", file=sys.stderr)
+    print(info.line())
+    return 0
+
+
+def _read_ids(source: str) -> list[str]:
+    """Document ids, one per line (blank lines skipped), from a file or standard input (``-``)."""
+    if source == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise LsrError(f"{source}: no such ids file")
+        lines = path.read_text(encoding="utf-8").splitlines()
+    ids = [line.strip() for line in lines if line.strip()]
+    if not ids:
+        raise LsrError(f"{'standard input' if source == '-' else source}: no ids (one per line)")
+    return ids
+
+
+def _cmd_delete(a) -> int:
+    c = _open_writable(a.index)
+    try:
+        ids = _read_ids(a.ids)
+        found = c.delete(ids)
+        if not found:
+            print(f"none of the {counted(len(ids), 'id')} is in the index: nothing to commit")
+            return 0
+        info = c.commit()
+    finally:
+        c.close()
+    print(f"{found} of {counted(len(ids), 'id')} found")
+    print(info.line())
+    return 0
+
+
+def _cmd_merge(a) -> int:
+    c = _open_writable(a.index)
+    try:
+        done = 0
+        while done < MAX_MERGES:
+            info = c.merge(max_segments=a.max_segments)
+            if info is None:
+                break
+            done += 1
+            print(info.line(), flush=True)
+    finally:
+        c.close()
+    if not done:
+        print("nothing to merge")
+    return 0
+
+
+def _cmd_stats(a) -> int:
+    c = Collection.open(a.index, load_encoders=False)
+    try:
+        s = c.stats()
+    finally:
+        c.close()
+    if a.json:
+        print(json.dumps(s, ensure_ascii=False))
+        return 0
+    print(f"{a.index}: {counted(s['documents'], 'document')} ({counted(s['deleted'], 'deleted row')}), "
+          f"{counted(s['segments'], 'segment')}, commit {s['generation']}")
+    for seg in s.get("segment_sizes", []):
+        print(f"  segment {seg['name']:<24} {seg['documents']:>10,} rows {seg['deleted']:>10,} deleted")
+    fields = s.get("fields") or {}
+    print("metadata fields: " + (", ".join(f"{n} ({t})" for n, t in fields.items()) if fields else "none"))
     return 0
 
 
@@ -348,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     handlers = {"index": _cmd_index, "search": _cmd_search, "demo": _cmd_demo, "tune-fusion": _cmd_tune,
-                "eval": run_from_args, "export": _cmd_export, "adapt": adapt_from_args,
+                "eval": run_from_args, "export": _cmd_export, "adapt": adapt_from_args, "add": _cmd_add,
+                "delete": _cmd_delete, "merge": _cmd_merge, "stats": _cmd_stats,
                 "serve": lambda a: _serve(a.index, a.host, a.port, a.model, a.config, a.threads)}
     return run_command(args.command, handlers[args.command], args)

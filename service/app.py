@@ -138,7 +138,7 @@ def create_app(settings: Settings | None = None, *, searcher: Searcher | None = 
         app.state.service = ServiceState(settings, opened)
         log.info("serving %s", opened.info)
         yield
-        app.state.service.close()
+        await asyncio.to_thread(app.state.service.close)  # a write or merge in progress finishes first
         store = app.state.service.searcher.docstore
         if store is not None and searcher is None:
             store.close()

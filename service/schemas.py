@@ -28,6 +28,9 @@ SPEED_HELP = (f"{', '.join(SPEEDS)}: exact scores every document; safe prunes bl
 MODE_HELP = (f"{', '.join(MODES)}; default: hybrid when the index has several retrievers (it fuses them), "
              "else its one retriever")
 K_HELP = f"number of hits (1..{K_MAX_HTTP})"
+FILTER_HELP = ('metadata filter: {"field": "lang", "eq": "en"}, {"field": "lang", "in": ["en", "fr"]}, '
+               '{"field": "year", "gte": 2010, "lt": 2020}, {"field": "x", "exists": true}, {"and": [...]}, '
+               '{"or": [...]}, {"not": {...}}; the fields: GET /stats')
 _FUSION = (f'hybrid fusion, e.g. {{"method": "rrf"}} or {{"method": "convex", "weights": {{"sparse": 0.6, '
            f'"dense": 0.4}}, "normalization": "minmax"}}; method: {", ".join(FUSION_METHODS)}; normalization '
            f'(convex): {", ".join(NORMALIZATIONS)}; default: the index\'s (tuned) fusion')
@@ -80,6 +83,7 @@ class SearchRequest(_Strict):
     fields: list[Field_] = Field(default=["title", "text"], description="stored fields to return")
     filter_ids: list[str] | None = Field(default=None, description=(
         "only these document ids can be hits (an allow-list, scored exactly); unknown ids are ignored"))
+    filter: dict[str, Any] | None = Field(default=None, description=FILTER_HELP)
 
     _check_query = field_validator("query")(_not_blank)
 
@@ -94,6 +98,7 @@ class BatchSearchRequest(_Strict):
     mode: Mode | None = Field(default=None, description=MODE_HELP)
     fusion: dict[str, Any] | None = Field(default=None, description=_FUSION)
     fields: list[Field_] = Field(default=[], description="stored fields to return (none by default)")
+    filter: dict[str, Any] | None = Field(default=None, description=FILTER_HELP)
 
     @field_validator("queries")
     @classmethod
@@ -112,6 +117,59 @@ class EncodeRequest(_Strict):
     kind: Literal["query", "document"] = Field(default="query", description="encode as a query or a document")
 
     _check_text = field_validator("text")(_not_blank)
+
+
+class DocumentIn(_Strict):
+    """One document of ``POST /documents``; an id the collection has is replaced (upsert)."""
+
+    id: str = Field(min_length=1, description="the document's id", examples=["doc-42"])
+    title: str = Field(default="", description="optional title (searched with the text)")
+    text: str = Field(description="the text to index", examples=["Sparse retrieval with learned weights."])
+    metadata: dict[str, Any] | None = Field(default=None, description=(
+        "metadata fields for filters: strings, numbers, booleans, nulls and lists of strings; a field's type "
+        "is fixed by its first values"))
+
+    @field_validator("id", "title", "text")
+    @classmethod
+    def _valid_text(cls, v: str, info) -> str:
+        _utf8(v, info.field_name)
+        return v
+
+
+class AddDocumentsRequest(_Strict):
+    """Body of ``POST /documents``: documents encoded server-side and committed together."""
+
+    documents: list[DocumentIn] = Field(min_length=1, description=(
+        "the documents (up to the service's max_write_documents, default 1,000)"))
+
+
+class CommitOut(BaseModel):
+    """A commit point written by a write or a merge (:class:`lsr.writer.CommitInfo`)."""
+
+    generation: int = Field(description="the commit's generation: searches started after it see it")
+    added: int
+    deleted: int = Field(description="rows deleted (deletions, and replaced documents)")
+    segments: int
+    documents: int = Field(description="live documents after the commit")
+    deleted_rows: int
+    seconds: float
+    merged: list[str] | None = None
+    took_ms: float | None = Field(default=None, description="the whole request (encoding included)")
+
+
+class MergeRequest(_Strict):
+    """Body of ``POST /admin/merge`` (optional)."""
+
+    max_segments: int | None = Field(default=None, ge=1, description=(
+        "merge the smallest segments until at most this many remain (default: the tiered policy)"))
+
+
+class MergeOut(BaseModel):
+    status: Literal["merged", "nothing to merge"]
+    merges: list[CommitOut]
+    segments: int
+    generation: int
+    took_ms: float
 
 
 class TermOut(BaseModel):
@@ -203,6 +261,13 @@ class Stats(BaseModel):
     reloads: int
     latency_ms: dict[str, float | None]
     threads: int
+    segments: int = Field(default=1, description="segments of the collection's current commit")
+    deleted: int = Field(default=0, description="deleted rows not yet merged away")
+    generation: int | None = Field(default=None, description="the current commit point's generation")
+    fields: dict[str, str] = Field(default_factory=dict, description="metadata fields and their types")
+    writable: bool = Field(default=False, description="writes enabled (admin token set)")
+    merges: int = Field(default=0, description="merges committed by this server")
+    merging: bool = Field(default=False, description="a merge runs now")
 
 
 class Reloaded(BaseModel):

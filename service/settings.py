@@ -46,7 +46,13 @@ class Settings(BaseSettings):
     max_query_chars: int = Field(default=4096, ge=1, description="longer queries get 422")
     max_batch: int = Field(default=256, ge=1, description="queries per POST /search/batch")
     max_filter_ids: int = Field(default=10_000, ge=1, description="ids per filter_ids allow-list")
-    admin_token: SecretStr | None = Field(default=None, description="enables /admin/* with this bearer token")
+    admin_token: SecretStr | None = Field(default=None, description=(
+        "enables /admin/* and the writes (POST /documents, DELETE /documents/{id}) with this bearer token; "
+        "the service is then the collection's one writer"))
+    max_write_documents: int = Field(default=1000, ge=1, le=100_000,
+                                     description="documents per POST /documents")
+    background_merge: bool = Field(default=True, description=(
+        "after each write, merge segments by the tiered policy in one background thread"))
     latency_window: int = Field(default=10_000, ge=100, description="latencies kept for /stats percentiles")
     micro_batch_ms: float = Field(default=0.0, ge=0.0, le=100.0, description=(
         "encode sparse queries that arrive within this many ms in one batch (0: off)"))

@@ -37,15 +37,20 @@ async def ready(request: Request):
 
 @router.get("/stats", response_model=Stats)
 async def stats(state: StateDep) -> Stats:
-    """Documents, postings, index size, model, modes, uptime, queries served, latency percentiles."""
+    """Documents (live), postings, index size, model, modes, uptime, queries served, latency percentiles;
+    the collection's segments, deleted rows, commit generation and metadata fields; writes and merges."""
     s = state.searcher
     info = s.info
-    return Stats(documents=info["documents"], postings=info["postings"], index_path=info["path"],
+    c = s.collection.stats()
+    writes = state.writes.stats() if state.writes is not None else {}
+    return Stats(documents=c["documents"], postings=info["postings"], index_path=info["path"],
                  index_bytes=state.index_bytes, format_version=info["format_version"], model=info["encoder"],
                  modes=s.modes, default_mode=s.default_mode,
                  uptime_seconds=round(time.time() - state.started, 3),
                  queries_served=state.queries_served, reloads=state.reloads, latency_ms=state.percentiles(),
-                 threads=state.settings.threads)
+                 threads=state.settings.threads, segments=c["segments"], deleted=c["deleted"],
+                 generation=c["generation"], fields=c.get("fields") or {}, writable=state.writes is not None,
+                 merges=writes.get("merges", 0), merging=writes.get("merging", False))
 
 
 @router.get("/metrics", response_class=Response,

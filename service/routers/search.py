@@ -26,11 +26,13 @@ try:  # optional ('serve' extra): several times faster than json.dumps on answer
 except ImportError:  # pragma: no cover - the plain json path below
     orjson = None
 
+from lsr.metadata import json_kind
 from lsr.params import DEFAULT_K, DEFAULT_SPEED, K_MAX_HTTP, SearchParams
 from lsr.service.errors import ApiError
 from lsr.service.routers.deps import StateDep, state_of
 from lsr.service.schemas import (
     DIGITS,
+    FILTER_HELP,
     K_HELP,
     MODE_HELP,
     SPEED_HELP,
@@ -94,8 +96,8 @@ def _params(searcher, body: SearchRequest | BatchSearchRequest) -> SearchParams:
     """The request's one check against the served collection (422 naming the problem)."""
     try:
         return searcher.params(k=body.k, mode=body.mode, speed=body.speed, fusion=body.fusion,
-                               k_max=K_MAX_HTTP)
-    except ValueError as e:  # a mode the index lacks, a bad fusion, ...
+                               k_max=K_MAX_HTTP, filter=body.filter)
+    except ValueError as e:  # a mode the index lacks, a bad fusion, an unknown filter field, ...
         raise ApiError(422, str(e)) from None
 
 
@@ -140,11 +142,13 @@ def model_free(searcher, params: SearchParams) -> bool:
 
 
 def _inline(state, searcher, body: SearchRequest, params: SearchParams) -> bool:
-    """Whether this search runs on the event loop: model-free and bounded (no explain, no allow-list, a
-    modest k: it never holds the loop for more than about a millisecond), and the state says so now
-    (:meth:`~lsr.service.state.ServiceState.take_inline`: not while other searches run on the workers)."""
+    """Whether this search runs on the event loop: model-free and bounded (no explain, no allow-list, no
+    metadata filter, a modest k: it never holds the loop for more than about a millisecond), and the state
+    says so now (:meth:`~lsr.service.state.ServiceState.take_inline`: not while other searches run on the
+    workers)."""
     return (state.settings.inline_model_free and not body.explain and body.filter_ids is None
-            and params.k <= INLINE_K_MAX and model_free(searcher, params) and state.take_inline())
+            and params.filter is None and params.k <= INLINE_K_MAX and model_free(searcher, params)
+            and state.take_inline())
 
 
 async def _run(state, fn, *args):
@@ -156,7 +160,8 @@ async def _run(state, fn, *args):
 
 @router.post("/search", response_model=SearchResponse, response_model_exclude_none=True, responses=ERRORS)
 async def search_post(body: SearchRequest, request: Request) -> Response:
-    """Top-k documents for a query: ``{"query": "...", "k": 10}``; ``explain``, ``fields``, ``filter_ids``."""
+    """Top-k documents for a query: ``{"query": "...", "k": 10}``; ``explain``, ``fields``, ``filter_ids``,
+    ``filter`` (metadata: ``{"field": "lang", "eq": "en"}``, ranges, ``in``, ``and``/``or``/``not``)."""
     return await _search(body, state_of(request))
 
 
@@ -257,10 +262,29 @@ async def search_get(request: Request,
                      k: Annotated[int, Query(ge=1, le=K_MAX_HTTP, description=K_HELP), DIGITS] = DEFAULT_K,
                      speed: Annotated[Speed, Query(description=SPEED_HELP)] = DEFAULT_SPEED,
                      mode: Annotated[Mode | None, Query(description=MODE_HELP)] = None,
-                     explain: Annotated[bool, Query(description="explain each hit")] = False) -> Response:
-    """The same as ``POST /search``, as ``GET /search?q=...&k=...&speed=...&mode=...&explain=...``."""
-    body = SearchRequest(query=q, k=k, speed=speed, mode=mode, explain=explain)
+                     explain: Annotated[bool, Query(description="explain each hit")] = False,
+                     filter: Annotated[str | None, Query(description="metadata filter as JSON text: "
+                                                                     + FILTER_HELP)] = None) -> Response:
+    """The same as ``POST /search``, as ``GET /search?q=...&k=...&speed=...&mode=...&explain=...&filter=...``
+    (``filter``: the JSON object as text, URL-encoded)."""
+    body = SearchRequest(query=q, k=k, speed=speed, mode=mode, explain=explain, filter=_filter_json(filter))
     return await _search(body, state_of(request))
+
+
+def _filter_json(text: str | None) -> dict | None:
+    """The ``filter`` query parameter's JSON object (422 naming the problem)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ApiError(422, f"filter is not valid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise ApiError(422, "filter: nested too deeply") from None
+    if not isinstance(value, dict):
+        raise ApiError(422, f"filter: expected a JSON object like {{\"field\": \"lang\", \"eq\": \"en\"}}, "
+                            f"got {json_kind(value)}")
+    return value
 
 
 def _search_batch(searcher, body: BatchSearchRequest, params: SearchParams) -> dict:

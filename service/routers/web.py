@@ -16,6 +16,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
 
+from lsr.filters import FIELD_TYPES, RANGE_OPS
 from lsr.params import DEFAULT_K, DEFAULT_SPEED, FUSION_METHODS, K_MAX_HTTP, MODES, NORMALIZATIONS, SPEEDS
 from lsr.service.errors import ApiError
 from lsr.service.routers.deps import SettingsDep, StateDep
@@ -58,10 +59,14 @@ async def favicon():
 @router.get("/ui/config")
 async def config(settings: SettingsDep, state: StateDep) -> dict:
     """What the page offers and respects: the index's modes (``all_modes``: every known one) with a line on
-    each, the speeds, the largest ``k`` (``max_k``: its former name), the longest query, fusion choices."""
+    each, the speeds, the largest ``k`` (``max_k``: its former name), the longest query, fusion choices,
+    the collection's metadata ``fields`` (name -> type; the page offers a filter when there are some)."""
     searcher = state.searcher
+    fields = searcher.collection.stats().get("fields") or {}
     return {"modes": list(searcher.modes), "default_mode": searcher.default_mode, "all_modes": list(MODES),
             "mode_help": mode_help(searcher), "speeds": list(SPEEDS), "default_speed": DEFAULT_SPEED,
             "k_max": K_MAX_HTTP, "max_k": K_MAX_HTTP, "default_k": DEFAULT_K,
             "max_query_chars": settings.max_query_chars, "fusion_methods": list(FUSION_METHODS),
-            "normalizations": list(NORMALIZATIONS)}
+            "normalizations": list(NORMALIZATIONS), "fields": fields,
+            "filter_ops": {t: ["eq", "in", "exists", *(RANGE_OPS if t in ("integer", "float") else ())]
+                           for t in FIELD_TYPES}}

@@ -1,5 +1,6 @@
 // lsr-engine search page: plain DOM, no build step, nothing fetched from outside this server.
-// GET /ui/config gives the modes, speeds and largest k (from the server's one list of choices), GET /stats
+// GET /ui/config gives the modes, speeds and largest k (from the server's one list of choices) and the
+// collection's metadata fields (a JSON filter box is shown when it has some), GET /stats
 // the index facts; POST /search (explain) gives the hits; POST
 // /encode tells which matched terms are SPLADE expansion terms (in the query vector, not in the query text).
 // Matched WordPiece pieces are shown joined into the words they form (check + ##mate: "checkmate"),
@@ -10,6 +11,7 @@
   const $ = (id) => document.getElementById(id);
   const form = $("search-form"), input = $("q"), modesBox = $("modes"), kSelect = $("k");
   const speedBox = $("speed-box"), speedSelect = $("speed");
+  const filterBox = $("filter-box"), filterInput = $("filter"), filterFields = $("filter-fields");
   const results = $("results"), statusEl = $("status"), errorEl = $("error"), noticeEl = $("notice");
   const legend = $("legend"), goButton = $("go"), moreButton = $("more");
 
@@ -169,6 +171,47 @@
     speedBox.hidden = speeds.length < 2;
   }
 
+  // ---- metadata filter ------------------------------------------------------------------------------
+  function exampleFilter(name, type) {
+    const value = {keyword: "value", boolean: true, integer: 2020, float: 0.5}[type];
+    if (type === "integer" || type === "float") return JSON.stringify({field: name, gte: value});
+    return JSON.stringify({field: name, eq: value === undefined ? "value" : value});
+  }
+
+  function renderFilter(fields, ops) {
+    const names = Object.keys(fields || {});
+    filterBox.hidden = names.length === 0;
+    if (!names.length) return;
+    const items = names.map((n) => {
+      const type = fields[n];
+      const tip = ops && Array.isArray(ops[type]) ? `${type}: ${ops[type].join(", ")}` : type;
+      return el("span", {title: tip}, el("code", null, n), ` (${type})`);
+    });
+    const listed = [];
+    items.forEach((item, i) => { if (i) listed.push(", "); listed.push(item); });
+    filterFields.replaceChildren("Fields: ", ...listed, ". Combine with {\"and\": [...]}, {\"or\": [...]}, " +
+      "{\"not\": {...}}.");
+    filterInput.placeholder = exampleFilter(names[0], fields[names[0]]);
+  }
+
+  // the filter box's JSON object, null when empty; throws an Error naming the problem
+  function filterValue() {
+    if (filterBox.hidden) return null;
+    const text = filterInput.value.trim();
+    if (!text) return null;
+    let value;
+    try {
+      value = JSON.parse(text);
+    } catch (e) {
+      throw new ApiError(0, "bad_filter", "The filter is not valid JSON (" + e.message + ").");
+    }
+    if (value === null || typeof value !== "object" || Array.isArray(value)) {
+      throw new ApiError(0, "bad_filter", 'The filter must be a JSON object, e.g. ' +
+        (filterInput.placeholder || '{"field": "lang", "eq": "en"}') + ".");
+    }
+    return value;
+  }
+
   async function loadConfig() {
     try {
       config = await api("/ui/config");
@@ -188,6 +231,7 @@
     const speeds = Array.isArray(config.speeds) ? config.speeds : [];
     const speed = wanted.get("speed");
     renderSpeeds(speeds, speeds.includes(speed) ? speed : config.default_speed);
+    renderFilter(config.fields, config.filter_ops);
   }
 
   async function loadStats() {  // the index facts of the info line
@@ -247,6 +291,18 @@
       input.focus();
       return;
     }
+    let filter = null;
+    try {
+      filter = filterValue();
+    } catch (err) {  // shown like the server's errors, before anything is sent
+      seq++;
+      results.replaceChildren();
+      statusEl.textContent = "";
+      results.dataset.state = "error";
+      showError(err);
+      filterInput.focus();
+      return;
+    }
     setBusy(true);
     results.dataset.state = "loading";
 
@@ -254,11 +310,13 @@
     params.set("q", query);
     if (mode) params.set("mode", mode);
     if (speed && config && speed !== config.default_speed) params.set("speed", speed);
+    if (filter) params.set("filter", filterInput.value.trim());
     history.replaceState(null, "", "?" + params.toString());
 
     const body = {query, k, explain: true, fields: ["title", "text"]};
     if (mode) body.mode = mode;
     if (speed) body.speed = speed;
+    if (filter) body.filter = filter;
     const effective = mode || (config && config.default_mode);
     const wantsExpansion = query.trim() && (effective === "sparse" || effective === "hybrid" || !effective);
     try {
@@ -484,8 +542,10 @@
   speedSelect.addEventListener("change", rerun);
 
   (async function init() {
-    const q = new URLSearchParams(location.search).get("q");
+    const wanted = new URLSearchParams(location.search);
+    const q = wanted.get("q");
     if (q) input.value = q;
+    if (wanted.get("filter")) filterInput.value = wanted.get("filter");
     await Promise.all([loadConfig(), loadStats()]);
     if (q && q.trim()) search();
     else input.focus();
