@@ -155,14 +155,15 @@ class SegmentedRetriever(Retriever):
         scores = np.zeros(0, np.float32)
         for j in self._by_size:
             p = self.parts[j]
+            q = self._query(Q, j)
+            qb = q.batch if self.kind == "bm25" else q
             kw = dict(kernel)
+            if len(rows) >= k:
+                kw["floor"] = float(scores[k - 1])
             m = self._mask(mask, j)
             if m is not None:
                 kw["mask"] = m
-            if len(rows) >= k:
-                kw["floor"] = float(scores[k - 1])
-            q = self._query(Q, j)
-            r, s = p.retriever.index.search_rows(q.batch if self.kind == "bm25" else q, k, **kw)
+            r, s = p.retriever.index.search_rows(qb, k, **kw)
             if len(r):
                 rows, scores = merge_lists([(rows, scores), (r.astype(np.int64) + p.offset, s)], k)
         return Ranked.from_lists([(rows, scores)], k=k)
