@@ -129,7 +129,7 @@ class SegmentedRetriever(Retriever):
         b = Q.batch
         vals = (b.values * ratio[np.minimum(b.indices, ratio.size - 1)]).astype(np.float32)
         vals[b.indices >= ratio.size] = 0.0
-        return BM25Queries(type(b)(b.indptr, b.indices, vals, b.vocab_size), Q.texts, Q.terms)
+        return BM25Queries(b.with_values(vals), Q.texts, Q.terms)
 
     def _mask(self, mask: np.ndarray | None, j: int) -> Any:
         """Segment ``j``'s part of ``mask`` (None: every row may be a hit)."""
@@ -164,6 +164,9 @@ class SegmentedRetriever(Retriever):
             if m is not None:
                 kw["mask"] = m
             r, s = p.retriever.index.search_rows(qb, k, **kw)
+            if len(rows) >= k and len(r):  # only what can still enter the top k (ties by row included)
+                keep = s >= scores[k - 1]
+                r, s = r[keep], s[keep]
             if len(r):
                 rows, scores = merge_lists([(rows, scores), (r.astype(np.int64) + p.offset, s)], k)
         return Ranked.from_lists([(rows, scores)], k=k)

@@ -54,6 +54,16 @@ class SparseBatch:
     def __len__(self) -> int:
         return int(self.indptr.size - 1)
 
+    def with_values(self, values: np.ndarray) -> "SparseBatch":
+        """The same rows and terms with other weights (float32, finite, one per entry: the caller's
+        promise; not checked again: a per-query hot path)."""
+        out = object.__new__(SparseBatch)
+        values = np.ascontiguousarray(values, np.float32)
+        for name, v in (("indptr", self.indptr), ("indices", self.indices), ("values", values),
+                        ("vocab_size", self.vocab_size)):
+            object.__setattr__(out, name, v)
+        return out
+
     @property
     def nnz(self) -> int:
         """Number of stored (term, weight) entries."""
