@@ -151,7 +151,6 @@ def write_segment(folder: Path, name: str, manifest: Manifest, *, records: list[
     """Write segment ``name`` under ``folder/segments`` (a temporary folder, renamed) holding ``records``
     with their vectors; rows ordered for block-max pruning. Returns its commit-point entry."""
     config = manifest.build or BuildConfig()
-    config = dataclasses.replace(config, reorder=config.reorder)
     n = len(records)
     order = reorder_documents(sparse) if config.reorder and n > 1 else np.arange(n, dtype=np.int32)
     idx = order.tolist()
