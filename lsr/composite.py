@@ -19,11 +19,13 @@ Example:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
+from lsr.errors import IndexFormatError
 from lsr.index import DocStore
 from lsr.index.docstore import Document
 from lsr.params import SearchParams
@@ -304,6 +306,7 @@ class OpenSegment:
     columns: Any = None
     deleted: np.ndarray | None = None
     _df: tuple | None = None  # (deletes file, live document frequencies of its BM25 terms)
+    _idf: np.ndarray | None = None  # the idf its BM25 impacts were built with
 
     @property
     def live(self) -> np.ndarray:
@@ -322,17 +325,18 @@ class OpenSegment:
         return self._df[1]
 
     def bm25_idf(self) -> np.ndarray | None:
-        """The idf its BM25 impacts were built with (its own statistics file)."""
-        import json
-
-        r = self.retrievers.get("bm25")
-        if r is None:
+        """The idf its BM25 impacts were built with (its own statistics file, read once: it never changes)."""
+        if self.retrievers.get("bm25") is None:
             return None
-        entry = self.manifest.retrievers["bm25"]
-        stats = json.loads((self.path / entry.dir / entry.settings.get("stats", "bm25.json")).read_text())
-        df = np.asarray(stats["df"], np.float64)
-        n = float(stats["n_docs"])
-        return np.log1p((n - df + 0.5) / (df + 0.5))
+        if self._idf is None:
+            entry = self.manifest.retrievers["bm25"]
+            path = self.path / entry.dir / entry.settings.get("stats", "bm25.json")
+            try:
+                stats = json.loads(path.read_text(encoding="utf-8"))
+                self._idf = lucene_idf(np.asarray(stats["df"], np.float64), int(stats["n_docs"]))
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise IndexFormatError(f"{path} is unreadable or damaged: {e}") from None
+        return self._idf
 
 
 def lucene_idf(df: np.ndarray, n: int) -> np.ndarray:
