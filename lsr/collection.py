@@ -31,7 +31,6 @@ from tqdm.auto import tqdm
 
 from lsr import living
 from lsr.corpus import counted, read_corpus
-from lsr.index import DocStore
 from lsr.index.sparse import reorder_documents
 from lsr.index.storage import (
     atomic_folder,
@@ -40,9 +39,8 @@ from lsr.index.storage import (
     sha256_file,
 )
 from lsr.living import open_folder
-from lsr.manifest import DOCSTORE_FILE, IDS_FILE, Manifest, load_manifest, write_manifest
+from lsr.manifest import Manifest, load_manifest, write_manifest
 from lsr.params import BuildConfig, FusionSpec
-from lsr.retrievers import retriever_class
 from lsr.retrievers.base import BuildContext, Retriever
 from lsr.types import SparseBatch
 
@@ -374,14 +372,8 @@ class Collection:
                                show_progress=show_progress,
                                dense_vectors=None if dense_given is None else dense_given[order])
             del vectors
-            entries = {n: retriever_class(n).build(ctx, n) for n in config.retrievers}
-            DocStore.write(tmp / DOCSTORE_FILE, ((r.id, r.title, r.text) for r in records))
-            with open(tmp / IDS_FILE, "w", encoding="utf-8", newline="\n") as f:
-                f.write("\n".join(ids) + "\n")
-            schema = living.metadata_columns(tmp, [getattr(records[i], "metadata", None) or {}
-                                                   for i in order.tolist()])
-            write_manifest(tmp, Manifest(documents=len(ids), retrievers=entries, corpus=corpus_info,
-                                         build=config, schema=schema))
+            entries = living.write_rows(tmp, ctx, records, order.tolist(), config.retrievers,
+                                        infer=True, corpus=corpus_info, build=config)
         postings = int(entries["sparse"].settings.get("postings", 0))
         return IndexSummary(out, len(records), postings, _folder_size(out), time.perf_counter() - t0,
                             data.skipped)

@@ -73,15 +73,29 @@ def _columns(seg_path: Path, manifest: Manifest, n: int) -> Any:
     return Columns.load(seg_path, schema, n)
 
 
-def metadata_columns(folder: Path, metadatas: list[dict]) -> dict | None:
-    """Write the metadata columns of a first build (types inferred); the schema's JSON, or None."""
-    if not any(metadatas):
-        return None
-    from lsr.filters import Schema, write_columns
+def write_rows(tmp: Path, ctx: BuildContext, records: list[Record], order: list[int], kinds: Iterable[str], *,
+               schema: Any = None, infer: bool = False, **manifest_fields: Any) -> dict:
+    """Fill the temporary folder of a build or a segment: ``records`` in row ``order`` (their vectors in
+    ``ctx``): each retriever of ``kinds``, the document store, the ids, the metadata columns (``schema``;
+    ``infer``: types inferred from the documents), the manifest last. Returns the retrievers' sections."""
+    entries = {k: retriever_class(k).build(ctx, k) for k in kinds}
+    DocStore.write(tmp / DOCSTORE_FILE, ((records[i].id, records[i].title, records[i].text) for i in order))
+    with open(tmp / IDS_FILE, "w", encoding="utf-8", newline="\n") as f:
+        f.write("\n".join(records[i].id for i in order) + "\n")
+    metadatas = [records[i].metadata for i in order]
+    if infer and any(metadatas):
+        from lsr.filters import Schema
 
-    schema = Schema.infer(metadatas)
-    write_columns(folder, schema, metadatas)
-    return schema.to_json()
+        schema = Schema.infer(metadatas)
+    schema_json = None
+    if schema is not None and schema.fields:
+        from lsr.filters import write_columns
+
+        write_columns(tmp, schema, metadatas)
+        schema_json = schema.to_json()
+    write_manifest(tmp, Manifest(documents=len(order), retrievers=entries, schema=schema_json,
+                                 **manifest_fields))
+    return entries
 
 
 def open_segment(path: Path, ref: S.SegmentRef, options: dict, *, load_encoders: bool) -> OpenSegment:
@@ -146,16 +160,15 @@ def _bm25_query(manifest: Manifest, tokenizer: Any) -> Any:
 
 
 def write_segment(folder: Path, name: str, manifest: Manifest, *, records: list[Record], sparse: SparseBatch,
-                  dense: np.ndarray | None, metadata: list[dict], schema: Any, tokenizer: Any
-                  ) -> S.SegmentRef:
+                  dense: np.ndarray | None, schema: Any, tokenizer: Any) -> S.SegmentRef:
     """Write segment ``name`` under ``folder/segments`` (a temporary folder, renamed) holding ``records``
     with their vectors; rows ordered for block-max pruning. Returns its commit-point entry."""
+    from lsr.collection import permute_rows
+
     config = manifest.build or BuildConfig()
     n = len(records)
     order = reorder_documents(sparse) if config.reorder and n > 1 else np.arange(n, dtype=np.int32)
     idx = order.tolist()
-    from lsr.collection import permute_rows
-
     kinds = [k for k in manifest.retrievers if k in SEGMENT_KINDS]
     rel = f"{S.SEGMENTS_DIR}/{name}"
     entries_in = manifest.retrievers
@@ -170,15 +183,6 @@ def write_segment(folder: Path, name: str, manifest: Manifest, *, records: list[
                            bm25_avgdl=(float(manifest.stats.get("bm25_avgdl", 1.0)) if "bm25" in kinds
                                        else None),
                            tokenizer=tokenizer, show_progress=False)
-        entries = {k: retriever_class(k).build(ctx, k) for k in kinds}
-        DocStore.write(tmp / DOCSTORE_FILE, ((records[i].id, records[i].title, records[i].text) for i in idx))
-        with open(tmp / IDS_FILE, "w", encoding="utf-8", newline="\n") as f:
-            f.write("\n".join(ctx.ids) + "\n")
-        schema_json = None
-        if schema is not None and schema.fields:
-            from lsr.filters import write_columns
-
-            write_columns(tmp, schema, [metadata[i] for i in idx])
-            schema_json = schema.to_json()
-        write_manifest(tmp, Manifest(documents=n, retrievers=entries, build=config, schema=schema_json))
+        write_rows(tmp, ctx, records, idx, kinds, schema=schema, build=config)
     return S.SegmentRef(name=name, dir=rel, documents=n)
+

@@ -314,7 +314,7 @@ class Writer:
                 tok = getattr(self.c.retrievers.get("sparse-idf"), "encoder", None)
                 refs.append(living.write_segment(self.c.path, _name(f"s{gen:06d}"), m, records=records,
                                                  sparse=sparse,
-                                                 dense=dense, metadata=[r.metadata for r in records],
+                                                 dense=dense,
                                                  schema=schema, tokenizer=_tokenizer(self, tok)))
             info = self._commit(m, refs, schema, t0, added=len(records), deleted=deleted)
             self._pending = _Pending()
@@ -378,25 +378,24 @@ class Writer:
                 return None
             t0 = time.perf_counter()
             chosen = [segs[j] for j in pick]
-            records, sparse, dense, metadata, origin = _read_back(chosen)
+            records, sparse, dense = _read_back(chosen)
             if not records:  # nothing live: the segments just go
-                return self._finish_merge(chosen, None, origin, t0)
+                return self._finish_merge(chosen, None, t0)
             name = _name(f"m{m.generation + 1:06d}")
             schema = _schema(m, [])
             tok = getattr(self.c.retrievers.get("sparse-idf"), "encoder", None)
             self._building.add(name)  # a commit meanwhile must not collect it
             try:
                 ref = living.write_segment(self.c.path, name, m, records=records, sparse=sparse, dense=dense,
-                                           metadata=metadata, schema=schema, tokenizer=_tokenizer(self, tok))
-                return self._finish_merge(chosen, ref, origin, t0)
+                                           schema=schema, tokenizer=_tokenizer(self, tok))
+                return self._finish_merge(chosen, ref, t0)
             finally:
                 self._building.discard(name)
         finally:
             with self._mutex:
                 self._drop_lock()
 
-    def _finish_merge(self, chosen: list[OpenSegment], ref: S.SegmentRef | None, origin: list, t0: float
-                      ) -> CommitInfo:
+    def _finish_merge(self, chosen: list[OpenSegment], ref: S.SegmentRef | None, t0: float) -> CommitInfo:
         with self._mutex:
             m = self._current()
             now = {s.ref.dir: s for s in self.c.segments or []}
@@ -499,10 +498,10 @@ def _base_files(path: Any) -> list[str]:
     return [f for f in files if isinstance(f, str) and f and "/" not in f and f not in (".", "..")]
 
 
-def _read_back(chosen: list[OpenSegment]) -> tuple[list, SparseBatch, np.ndarray | None, list, list]:
-    """The live documents of ``chosen`` segments with their stored vectors (SPLADE weights as stored,
-    dequantised; dense vectors; texts; metadata)."""
-    records, parts, denses, metas, origin = [], [], [], [], []
+def _read_back(chosen: list[OpenSegment]) -> tuple[list, SparseBatch | None, np.ndarray | None]:
+    """The live documents of ``chosen`` segments (texts and metadata in the records) with their stored
+    vectors (SPLADE weights as stored, dequantised; dense vectors)."""
+    records, parts, denses = [], [], []
     for s in chosen:
         rows = np.flatnonzero(s.live)
         if not rows.size:
@@ -521,9 +520,7 @@ def _read_back(chosen: list[OpenSegment]) -> tuple[list, SparseBatch, np.ndarray
         meta = s.columns.metadata(rows) if s.columns is not None else [{} for _ in ids]
         for d, doc, md in zip(ids, docs, meta, strict=True):
             records.append(C.Record(d, doc.title if doc else "", doc.text if doc else "", metadata=md or {}))
-        metas.extend(meta)
-        origin.append((s.ref.dir, rows))
     sparse = SparseBatch.concat(parts) if parts else None
     dense = np.concatenate(denses) if denses else None
-    return records, sparse, dense, metas, origin
+    return records, sparse, dense
 
