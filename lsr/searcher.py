@@ -150,9 +150,12 @@ class Searcher:
                                   filter=filter, schema=schema)
 
     # -- searching ----------------------------------------------------------------------------------------
-    def _used(self, params: SearchParams) -> list[tuple[str, Retriever, float]]:
+    def _used(self, params: SearchParams, collection: Any = None) -> list[tuple[str, Retriever, float]]:
+        """(name, retriever, weight) of the retrievers a search runs, from ``collection`` (a snapshot) or
+        the current state."""
+        retrievers = (collection or self.collection).retrievers
         names = params.fusion.weights if params.fusion is not None else ((params.mode, 1.0),)
-        return [(n, self.collection.retrievers[n], w) for n, w in names if w > 0]
+        return [(n, retrievers[n], w) for n, w in names if w > 0]
 
     def query(self, texts: Sequence[str], params: SearchParams, *, filter_ids: Sequence[str] | None = None,
               explain: bool = False, annotate: bool = True, threads: int | None = None,
@@ -161,7 +164,7 @@ class Searcher:
         these documents can be hits (scored exactly). ``annotate``: weak-match flags and truncation."""
         texts = list(texts)
         c = self.collection.snapshot()  # one state throughout, whatever a writer commits meanwhile
-        used = [(n, c.retrievers[n], w) for n, _, w in self._used(params)]
+        used = self._used(params, c)
         hybrid = params.fusion is not None
         depth = max(params.k, params.fusion.depth) if hybrid else params.k
         mask = c.search_mask(params.filter)  # live rows, and the filter's
