@@ -334,13 +334,15 @@ def _updated_listing(listed: set[str] | None, add: Sequence[str], drop: Sequence
 
 def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any], *,
                    version: int = FORMAT_VERSION, add: Sequence[str] = (),
-                   drop: Sequence[str] = ()) -> dict[str, Any]:
+                   drop: Sequence[str] = (), only: Sequence[str] | None = None) -> dict[str, Any]:
     """Write ``manifest.json`` (last!) with format version, provenance and a size+sha256 list of all files.
 
     In a folder being built (or without a manifest yet) every file is listed. Rewriting the manifest of a
     finished folder (a metadata update, e.g. ``lsr tune-fusion``) keeps its file list: a file someone put
     there since is not adopted, so it is never deleted by a later overwrite; ``add`` names the files the
-    update wrote (adopted), ``drop`` those it no longer uses. Returns the manifest as written.
+    update wrote (adopted), ``drop`` those it no longer uses; ``only``: list exactly these files (a folder
+    whose other files belong to something else: a living collection's segments). Returns the manifest as
+    written.
 
     Example:
         >>> write_manifest(folder, {"kind": "index", "n_docs": 3})["files"]   # doctest: +SKIP
@@ -352,7 +354,8 @@ def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any], *,
         format_version=version,
         created_by=f"lsr-engine {_version()}",
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        files=_listed_files(folder, _updated_listing(_finished_listing(folder), add, drop)),
+        files=_listed_files(folder, set(only) if only is not None else
+                            _updated_listing(_finished_listing(folder), add, drop)),
     )
     text = json.dumps(out, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     tmp = folder / f"{MANIFEST}.tmp-{secrets.token_hex(4)}"

@@ -30,10 +30,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lsr import living
-from lsr.corpus import counted, read_corpus
-from lsr.index.sparse import reorder_documents
+from lsr.corpus import counted, iter_corpus, scan_corpus
 from lsr.index.storage import (
-    atomic_folder,
     check_target,
     remove_stale,
     sha256_file,
@@ -41,7 +39,7 @@ from lsr.index.storage import (
 from lsr.living import open_folder
 from lsr.manifest import Manifest, load_manifest, write_manifest
 from lsr.params import BuildConfig, FusionSpec
-from lsr.retrievers.base import BuildContext, Retriever
+from lsr.retrievers.base import Retriever
 from lsr.types import SparseBatch
 
 
@@ -142,16 +140,23 @@ class Collection:
 
     @classmethod
     def open(cls, path: str | Path, *, model: str | None = None, device: str = "auto",
-             load_encoders: bool = True, verify: bool = False, validate: bool = True) -> "Collection":
+             load_encoders: bool = True, verify: bool = False, validate: bool = True,
+             segments: Iterable[str] | None = None, stats: dict | None = None) -> "Collection":
         """Open ``path`` (a living collection at its newest commit point); ``model`` overrides the SPLADE
         query encoder, ``load_encoders=False`` opens the indexes only, ``verify=True`` checks every file's
-        sha256 first."""
+        sha256 first. A shard (:mod:`lsr.shards`): ``segments`` opens only these segments (rows: theirs, in
+        commit-point order); ``stats`` (``{"bm25_df": array, "n_live": int}``) are the whole collection's
+        statistics, for BM25's and sparse-idf's idf (see :meth:`bm25_df_live`)."""
         path = Path(path)
         options = {"model": model, "device": device, "load_encoders": load_encoders, "verify": verify,
                    "validate": validate}
+        if segments is not None or stats is not None:
+            options.update(segments=None if segments is None else tuple(segments), stats=stats)
         for attempt in range(5):
             manifest = load_manifest(path, verify=verify)
             if manifest.segments is None:
+                if segments is not None or stats is not None:
+                    raise ValueError(f"{path} has no segments (it never took a write): open it whole")
                 ids, docstore, retrievers = open_folder(path, manifest, **options)
                 return cls(path, manifest, ids, docstore, retrievers, options=options)
             try:
@@ -281,6 +286,16 @@ class Collection:
             self._columns = living._columns(self.path, self.manifest, self.n_rows)
         return [(0, self.n_rows, self._columns)]
 
+    def bm25_df_live(self) -> tuple[np.ndarray | None, int]:
+        """This snapshot's own statistics: BM25 document frequencies over its live documents (None without
+        BM25) and its live document count (a sharded router sums its shards')."""
+        if self.segments is None:
+            raise ValueError(f"{self.path} has no segments (it never took a write)")
+        df = None
+        if "bm25" in self.manifest.retrievers:
+            df = np.sum([s.bm25_df() for s in self.segments], axis=0).astype(np.int64)
+        return df, int(sum(s.ref.live for s in self.segments))
+
     def stats(self) -> dict:
         """Segments, live and deleted documents, the commit generation (``/stats``, ``lsr stats``)."""
         segs = self.manifest.segments
@@ -325,19 +340,32 @@ class Collection:
     def build(corpus: str | Path, out: str | Path, *, config: BuildConfig | None = None, device: str = "auto",
               encoder: Any = None, dense_encoder: Any = None, skip_bad: bool = False, overwrite: bool = False,
               limit: int | None = None, show_progress: bool = True, corpus_name: str | None = None,
-              vectors: Any = None) -> IndexSummary:
+              vectors: Any = None, segment_docs: int | None = None, merge: bool = True) -> IndexSummary:
         """Index a BEIR folder or JSONL file into the folder ``out`` (written to a temporary folder, then
         renamed); the retrievers of ``config`` (default :class:`lsr.params.BuildConfig`). ``vectors``:
         ``{"sparse": SparseBatch, "dense": matrix}`` in corpus order, computed elsewhere (not encoded again;
         the models still describe themselves and tokenize for BM25). Documents with ``metadata`` get
-        columns for filters (:mod:`lsr.filters`)."""
+        columns for filters (:mod:`lsr.filters`). Memory stays bounded (:class:`lsr.bulk.BulkBuilder`):
+        every ``segment_docs`` documents (default :data:`lsr.bulk.DEFAULT_SEGMENT_DOCS`) become a segment,
+        merged at the end up to a bounded size unless ``merge=False``; a corpus that fits in one segment
+        makes a plain one-folder collection."""
+        from lsr.bulk import DEFAULT_SEGMENT_DOCS, BulkBuilder, take_rows
+
         config = config or BuildConfig()
-        t0 = time.perf_counter()
         out = Path(out)
         remove_stale(out)  # what killed builds left; before the check: it may put a set-aside index back
         check_target(out, overwrite=overwrite, inputs=[corpus])  # fail now, not after encoding
-        data = read_corpus(corpus, skip_bad=skip_bad, limit=limit)
-        if encoder is None:
+        scan = scan_corpus(corpus, skip_bad=skip_bad, limit=limit)  # every line checked before any model
+        n = len(scan)
+        given = dict(vectors or {})
+        sparse, dense = given.get("sparse"), given.get("dense")
+        if sparse is not None and (not isinstance(sparse, SparseBatch) or len(sparse) != n):
+            raise ValueError(f"vectors['sparse'] must be a SparseBatch of {n} rows (the corpus')")
+        if dense is not None:
+            dense = np.ascontiguousarray(dense, np.float32)
+            if dense.ndim != 2 or len(dense) != n:
+                raise ValueError(f"vectors['dense'] must be a matrix of {n} rows (the corpus')")
+        if encoder is None:  # it encodes, tokenizes for BM25 and sparse-idf, describes the query side
             from lsr.encoders import SpladeEncoder
 
             encoder = SpladeEncoder.from_pretrained(config.model, device=device, max_length=config.max_length)
@@ -346,34 +374,23 @@ class Collection:
 
             dense_encoder = DenseEncoder.from_pretrained(config.dense, device=device,
                                                          max_length=config.max_length)
-        records = data.records
-        given = dict(vectors or {})
-        vectors = given.get("sparse")
-        if vectors is None:
-            vectors = encode_corpus(encoder, [r.content for r in records], batch_size=config.batch_size,
-                                    show_progress=show_progress)
-        elif not isinstance(vectors, SparseBatch) or len(vectors) != len(records):
-            raise ValueError(f"vectors['sparse'] must be a SparseBatch of {len(records)} rows (the corpus')")
-        dense_given = given.get("dense")
-        if dense_given is not None:
-            dense_given = np.ascontiguousarray(dense_given, np.float32)
-            if dense_given.ndim != 2 or len(dense_given) != len(records):
-                raise ValueError(f"vectors['dense'] must be a matrix of {len(records)} rows (the corpus')")
-        order = reorder_documents(vectors) if config.reorder else np.arange(len(records), dtype=np.int32)
-        ids = [records[i].id for i in order.tolist()]
-        name = corpus_name or (Path(corpus).name if Path(corpus).is_dir() else data.path.stem)
-        corpus_info = {"name": name, "path": str(data.path), "sha256": sha256_file(data.path),
-                       "documents": len(records), "skipped": data.skipped}
-        with atomic_folder(out, overwrite=overwrite, inputs=[corpus]) as tmp:
-            tmp = Path(tmp)
-            ctx = BuildContext(folder=tmp, texts=[records[i].content for i in order.tolist()], ids=ids,
-                               config=config, splade_vectors=permute_rows(vectors, order),
-                               splade_encoder=encoder, dense_encoder=dense_encoder,
-                               show_progress=show_progress,
-                               dense_vectors=None if dense_given is None else dense_given[order])
-            del vectors
-            entries = living.write_rows(tmp, ctx, records, order.tolist(), config.retrievers,
-                                        infer=True, corpus=corpus_info, build=config)
-        postings = int(entries["sparse"].settings.get("postings", 0))
-        return IndexSummary(out, len(records), postings, _folder_size(out), time.perf_counter() - t0,
-                            data.skipped)
+        name = corpus_name or (Path(corpus).name if Path(corpus).is_dir() else scan.path.stem)
+        info = {"name": name, "path": str(scan.path), "sha256": sha256_file(scan.path), "documents": n,
+                "skipped": scan.skipped}
+        step = segment_docs or DEFAULT_SEGMENT_DOCS
+        with BulkBuilder(out, config=config, segment_docs=step, overwrite=overwrite, inputs=[corpus],
+                         corpus=info, encoder=encoder, dense_encoder=dense_encoder, device=device,
+                         show_progress=show_progress) as b:
+            batch: list = []
+            done = 0
+            for record in iter_corpus(corpus, limit=limit):
+                batch.append(record)
+                if len(batch) == step:
+                    b.add(batch, sparse=None if sparse is None else take_rows(sparse, done, done + step),
+                          dense=None if dense is None else dense[done:done + step])
+                    done += step
+                    batch = []
+            if batch:
+                b.add(batch, sparse=None if sparse is None else take_rows(sparse, done, done + len(batch)),
+                      dense=None if dense is None else dense[done:done + len(batch)])
+            return b.finish(merge=merge)

@@ -346,10 +346,12 @@ def lucene_idf(df: np.ndarray, n: int) -> np.ndarray:
 
 
 def compose(segments: list[OpenSegment], manifest: Any, *, path: Any, tokenizer: Any = None,
-            bm25_query: Any = None) -> tuple[dict, SegmentDocStore, np.ndarray, np.ndarray | None]:
+            bm25_query: Any = None, stats: Any = None
+            ) -> tuple[dict, SegmentDocStore, np.ndarray, np.ndarray | None]:
     """The collection-level retrievers, document store, ids and live mask over opened ``segments``.
     ``bm25_query``: a callable (df, n_docs) -> BM25 query encoder with those statistics (None: no
-    encoders)."""
+    encoders); ``stats``: ``{"bm25_df", "n_live"}``, the whole collection's live statistics when
+    ``segments`` are only some of its segments (a shard), used for BM25's and sparse-idf's idf."""
     from lsr.retrievers.bm25 import BM25Retriever
     from lsr.retrievers.sparse_idf import SparseIdfRetriever
 
@@ -364,13 +366,18 @@ def compose(segments: list[OpenSegment], manifest: Any, *, path: Any, tokenizer:
     if "bm25" in manifest.retrievers:
         dfs = [s.bm25_df() for s in segments]
         df_total = np.sum(dfs, axis=0)
+    n_docs = n_live
+    if stats is not None:
+        n_docs = int(stats["n_live"])
+        if df_total is not None and stats.get("bm25_df") is not None:
+            df_total = np.asarray(stats["bm25_df"], np.int64)
     for name in manifest.retrievers:
         if name == "sparse-idf":
             continue
         parts = [Part(s.retrievers[name], int(offsets[j]), len(s.ids)) for j, s in enumerate(segments)]
         query_side = None
         if name == "bm25":
-            idf = lucene_idf(df_total, n_live)
+            idf = lucene_idf(df_total, n_docs)
             for j, s in enumerate(segments):
                 own = s.bm25_idf()
                 ratio = np.zeros(idf.size, np.float32)
@@ -379,13 +386,13 @@ def compose(segments: list[OpenSegment], manifest: Any, *, path: Any, tokenizer:
                 ratio[:m][ok] = (idf[:m][ok] / own[:m][ok]).astype(np.float32)
                 parts[j].ratio = ratio
             largest = max(range(len(segments)), key=lambda j: len(segments[j].ids))
-            enc = bm25_query(df_total, n_live) if bm25_query is not None else None
+            enc = bm25_query(df_total, n_docs) if bm25_query is not None else None
             for p in parts:
                 p.retriever.encoder = enc
             query_side = BM25Retriever(segments[largest].retrievers["bm25"].index, enc)
         retrievers[name] = SegmentedRetriever(name, parts, query_side=query_side, live=live)
     if "sparse-idf" in manifest.retrievers:
-        retrievers["sparse-idf"] = _sparse_idf(segments, manifest, offsets, path, tokenizer, df_total, n_live,
+        retrievers["sparse-idf"] = _sparse_idf(segments, manifest, offsets, path, tokenizer, df_total, n_docs,
                                                SparseIdfRetriever, live)
     order = [n for n in manifest.retrievers if n in retrievers]
     retrievers = {n: retrievers[n] for n in order}

@@ -42,9 +42,11 @@ class Corpus:
     records: list[Record]
     skipped: int = 0
     skipped_examples: list[str] = field(default_factory=list)
+    #: the good documents (:func:`scan_corpus` keeps none in ``records``); None: ``len(records)``
+    documents: int | None = None
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) if self.documents is None else self.documents
 
 
 def counted(n: int, noun: str, plural: str | None = None) -> str:
@@ -83,7 +85,7 @@ def json_record(line: str, where: str) -> tuple[dict, object]:
     return obj, str(rid) if isinstance(rid, int) and not isinstance(rid, bool) else rid
 
 
-def _parse(line: str, where: str, seen: dict[str, int], lineno: int) -> Record:
+def _parse(line: str, where: str, seen: dict[str, int] | None, lineno: int) -> Record:
     obj, doc_id = json_record(line, where)
     if doc_id is None:
         key = "_id" if "_id" in obj else "id" if "id" in obj else None
@@ -102,9 +104,10 @@ def _parse(line: str, where: str, seen: dict[str, int], lineno: int) -> Record:
         metadata = check_metadata(obj.get("metadata"))
     except ValueError as e:
         raise CorpusError(f"{where}: document {doc_id!r}: {e}") from None
-    if doc_id in seen:
-        raise CorpusError(f"{where}: repeats id {doc_id!r} (first seen on line {seen[doc_id]})")
-    seen[doc_id] = lineno
+    if seen is not None:
+        if doc_id in seen:
+            raise CorpusError(f"{where}: repeats id {doc_id!r} (first seen on line {seen[doc_id]})")
+        seen[doc_id] = lineno
     return Record(doc_id, title, text, metadata)
 
 
@@ -123,6 +126,51 @@ def jsonl_lines(path: str | Path) -> Iterator[tuple[int, str]]:
                     yield n, line
         except UnicodeDecodeError:
             raise CorpusError(f"{path}:{n + 1}: not valid UTF-8") from None
+
+
+def scan_corpus(path: str | Path, *, skip_bad: bool = False, limit: int | None = None) -> Corpus:
+    """Validate a whole corpus without keeping its documents (a build's first pass, before any model is
+    loaded): a :class:`Corpus` whose ``records`` is empty, with the counts; raises as :func:`read_corpus`.
+
+    Example:
+        >>> scan_corpus("data/demo/corpus.jsonl").skipped     # doctest: +SKIP
+        0
+    """
+    f = corpus_file(path)
+    seen: dict[str, int] = {}
+    n, skipped, examples = 0, 0, []
+    for lineno, line in jsonl_lines(f):
+        try:
+            _parse(line, f"{f}:{lineno}", seen, lineno)
+            n += 1
+        except CorpusError as e:
+            if not skip_bad:
+                raise
+            skipped += 1
+            if len(examples) < 3:
+                examples.append(str(e))
+        if limit is not None and n >= limit:
+            break
+    if not n:
+        why = f" ({counted(skipped, 'bad line')} skipped)" if skipped else ""
+        raise CorpusError(f"{f}: no documents{why}")
+    return Corpus(f, [], skipped, examples, documents=n)
+
+
+def iter_corpus(path: str | Path, *, limit: int | None = None) -> Iterator[Record]:
+    """The good documents of a corpus :func:`scan_corpus` checked, one at a time (bad lines skipped, ids not
+    checked again), up to ``limit``."""
+    f = corpus_file(path)
+    n = 0
+    for lineno, line in jsonl_lines(f):
+        try:
+            record = _parse(line, f"{f}:{lineno}", None, lineno)
+        except CorpusError:
+            continue
+        yield record
+        n += 1
+        if limit is not None and n >= limit:
+            return
 
 
 def read_corpus(path: str | Path, *, skip_bad: bool = False, limit: int | None = None) -> Corpus:

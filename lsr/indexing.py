@@ -25,10 +25,12 @@ def index_corpus(corpus: str | Path, out: str | Path, *, config: BuildConfig | N
                  encoder: Any = None,
                  dense_encoder: Any = None, device: str = "auto", skip_bad: bool = False,
                  overwrite: bool = False, limit: int | None = None, show_progress: bool = True,
-                 corpus_name: str | None = None, vectors: Any = None, **settings: Any) -> IndexSummary:
+                 corpus_name: str | None = None, vectors: Any = None, segment_docs: int | None = None,
+                 merge: bool = True, **settings: Any) -> IndexSummary:
     """Index a BEIR folder or JSONL file into the folder ``out`` (written to a temporary folder, then
     renamed). ``config``: what to build (:class:`lsr.params.BuildConfig`); its fields may also be given
     as keywords (``model=``, ``dense=None``, ``bm25=False``, ``block_size=``, ...), which override it.
+    ``segment_docs`` / ``merge``: the bounded-memory build (:class:`lsr.bulk.BulkBuilder`).
 
     Example:
         >>> index_corpus("data.jsonl", "my-index", dense=None).documents   # doctest: +SKIP
@@ -41,4 +43,5 @@ def index_corpus(corpus: str | Path, out: str | Path, *, config: BuildConfig | N
         config = dataclasses.replace(config, **settings)
     return Collection.build(corpus, out, config=config, device=device, encoder=encoder,
                             dense_encoder=dense_encoder, skip_bad=skip_bad, overwrite=overwrite, limit=limit,
-                            show_progress=show_progress, corpus_name=corpus_name, vectors=vectors)
+                            show_progress=show_progress, corpus_name=corpus_name, vectors=vectors,
+                            segment_docs=segment_docs, merge=merge)

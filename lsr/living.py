@@ -32,6 +32,9 @@ from lsr.retrievers import retriever_class
 from lsr.retrievers.base import BuildContext, OpenContext, Retriever
 from lsr.types import SparseBatch
 
+#: options of a snapshot that are not a segment's (a shard's subset of segments, global statistics)
+SNAPSHOT_OPTIONS = ("segments", "stats")
+
 
 class Vanished(Exception):
     """The commit point being opened was replaced and removed meanwhile (the caller opens the newest)."""
@@ -105,7 +108,8 @@ def open_segment(path: Path, ref: S.SegmentRef, options: dict, *, load_encoders:
     if own.documents != ref.documents:
         raise IndexFormatError(f"{seg_path}: {own.documents} documents, the commit point says "
                                f"{ref.documents}")
-    opts = {**options, "load_encoders": load_encoders}
+    opts = {k: v for k, v in options.items() if k not in SNAPSHOT_OPTIONS}
+    opts["load_encoders"] = load_encoders
     ids, store, retrievers = open_folder(seg_path, own, names=SEGMENT_KINDS, **opts)
     return OpenSegment(ref=ref, path=seg_path, manifest=own, ids=ids, docstore=store, retrievers=retrievers,
                        columns=_columns(seg_path, own, own.documents), deleted=S.read_deletes(path, ref))
@@ -122,7 +126,15 @@ def open_snapshot(cls: Any, path: Path, manifest: Manifest, options: dict, *, pr
     if previous is not None:
         encoders = {n: r.encoder for n, r in previous.retrievers.items() if n in ("sparse", "dense")}
     segs: list[OpenSegment] = []
-    for ref in manifest.segments:
+    only = options.get("segments")
+    refs = manifest.segments
+    if only is not None:
+        names = {r.name for r in refs}
+        missing = sorted(set(only) - names)
+        if missing:
+            raise IndexFormatError(f"{path}: no segment {missing[0]!r} at commit point {manifest.generation}")
+        refs = tuple(r for r in refs if r.name in set(only))
+    for ref in refs:
         old = reuse.get(ref.dir)
         if old is not None and old.ref.documents == ref.documents and old.ref.name == ref.name:
             seg = old if old.ref == ref else dataclasses.replace(old, ref=ref,
@@ -139,7 +151,8 @@ def open_snapshot(cls: Any, path: Path, manifest: Manifest, options: dict, *, pr
                 seg.retrievers[n].encoder = enc
     tokenizer = getattr(encoders.get("sparse"), "tokenizer", None)
     retrievers, store, ids, live = compose(segs, manifest, path=path, tokenizer=tokenizer,
-                                           bm25_query=_bm25_query(manifest, tokenizer))
+                                           bm25_query=_bm25_query(manifest, tokenizer),
+                                           stats=options.get("stats"))
     return cls(path, manifest, ids, store, retrievers, live=live, segments=segs, lease=lease, options=options)
 
 
@@ -160,9 +173,13 @@ def _bm25_query(manifest: Manifest, tokenizer: Any) -> Any:
 
 
 def write_segment(folder: Path, name: str, manifest: Manifest, *, records: list[Record], sparse: SparseBatch,
-                  dense: np.ndarray | None, schema: Any, tokenizer: Any) -> S.SegmentRef:
+                  dense: np.ndarray | None, schema: Any, tokenizer: Any, wordpiece: dict | None = None
+                  ) -> S.SegmentRef:
     """Write segment ``name`` under ``folder/segments`` (a temporary folder, renamed) holding ``records``
-    with their vectors; rows ordered for block-max pruning. Returns its commit-point entry."""
+    with their vectors; rows ordered for block-max pruning. Returns its commit-point entry. BM25 takes the
+    collection's average length (``manifest.stats["bm25_avgdl"]``; its own where there is none yet: a first
+    segment); ``wordpiece``: a dict that receives the texts' WordPiece statistics (``"stats"``, a
+    :class:`lsr.bm25.BM25Encoder`) for a collection-level IDF table."""
     from lsr.collection import permute_rows
 
     config = manifest.build or BuildConfig()
@@ -180,9 +197,11 @@ def write_segment(folder: Path, name: str, manifest: Manifest, *, records: list[
                            dense_vectors=None if dense is None else np.ascontiguousarray(dense[order]),
                            splade_info=entries_in["sparse"].encoder,
                            dense_info=entries_in["dense"].encoder if "dense" in entries_in else None,
-                           bm25_avgdl=(float(manifest.stats.get("bm25_avgdl", 1.0)) if "bm25" in kinds
-                                       else None),
+                           bm25_avgdl=(float(manifest.stats["bm25_avgdl"])
+                                       if "bm25" in kinds and "bm25_avgdl" in manifest.stats else None),
                            tokenizer=tokenizer, show_progress=False)
         write_rows(tmp, ctx, records, idx, kinds, schema=schema, build=config)
+        if wordpiece is not None and tokenizer is not None:
+            wordpiece["stats"] = ctx.wordpiece_stats()
     return S.SegmentRef(name=name, dir=rel, documents=n)
 

@@ -258,7 +258,8 @@ def commit_manifest(folder: str | Path, manifest: Manifest) -> Manifest:
 
 
 def write_manifest(folder: str | Path, manifest: Manifest, *, next_generation: bool = False,
-                   add: tuple[str, ...] = (), drop: tuple[str, ...] = ()) -> Manifest:
+                   add: tuple[str, ...] = (), drop: tuple[str, ...] = (),
+                   only: tuple[str, ...] | None = None) -> Manifest:
     """The one writer: ``manifest.json`` of ``folder`` (atomically, last; lists every file with its sha256).
     ``next_generation``: a new version of an existing collection's manifest (its generation + 1); the
     rename is the commit, readers see the previous version until then; ``add`` / ``drop``: the files (paths
@@ -272,7 +273,8 @@ def write_manifest(folder: str | Path, manifest: Manifest, *, next_generation: b
             return commit_manifest(folder, manifest)
     if next_generation:
         manifest = manifest.replace(generation=manifest.generation + 1)
-    written = storage.write_manifest(folder, manifest.to_json(), version=FORMAT_VERSION, add=add, drop=drop)
+    written = storage.write_manifest(folder, manifest.to_json(), version=FORMAT_VERSION, add=add, drop=drop,
+                                     only=only)
     return Manifest.from_json(written, str(Path(folder) / storage.MANIFEST))
 
 

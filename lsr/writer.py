@@ -353,9 +353,11 @@ class Writer:
                           sum(r.deleted for r in refs), time.perf_counter() - t0, merged)
 
     # -- merge --------------------------------------------------------------------------------------------
-    def merge(self, *, max_segments: int | None = None, factor: int = MERGE_FACTOR) -> CommitInfo | None:
-        """One merge the tiered policy (or ``max_segments``) asks for: its segments' live documents
-        rewritten as one segment from their stored vectors. None when there is nothing to merge."""
+    def merge(self, *, max_segments: int | None = None, factor: int = MERGE_FACTOR,
+              names: Sequence[str] | None = None) -> CommitInfo | None:
+        """One merge the tiered policy (or ``max_segments``, or the segments ``names``) asks for: its
+        segments' live documents rewritten as one segment from their stored vectors. None when there is
+        nothing to merge."""
         if max_segments is not None and (isinstance(max_segments, bool) or not isinstance(max_segments, int)
                                          or max_segments < 1):
             raise ValueError(f"max_segments must be an integer >= 1, got {max_segments!r}")
@@ -373,7 +375,14 @@ class Writer:
             del snap  # its hold on this commit point: the merge's commit may remove it
             sizes = [(s.ref.documents, s.ref.deleted) for s in segs] if segs else \
                 [(m.segments[0].documents, 0)]
-            pick = tiered_merges(sizes, max_segments=max_segments, factor=factor)
+            if names is not None:
+                where = {s.ref.name: j for j, s in enumerate(segs)}
+                unknown = [n for n in names if n not in where]
+                if unknown:
+                    raise ValueError(f"{self.c.path}: no segment {unknown[0]!r}")
+                pick = sorted(where[n] for n in set(names))
+            else:
+                pick = tiered_merges(sizes, max_segments=max_segments, factor=factor)
             if not pick or not segs:
                 return None
             t0 = time.perf_counter()
