@@ -368,6 +368,9 @@ class BulkBuilder:
         if "sparse-idf" in self.kinds:
             retrievers["sparse-idf"] = self._idf_entry(folder, total)
             only = list(retrievers["sparse-idf"].files)
+        # plain files the caller put at the root (a vocabulary, ...) belong to the collection too
+        only += sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                       and p.name != "manifest.json")
         shell = m.replace(retrievers=retrievers, documents=0, docstore=None,
                           corpus={**self.corpus, "documents": total})
         written = write_manifest(folder, shell, only=tuple(only))

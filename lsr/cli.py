@@ -102,7 +102,32 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ix = sub.add_parser("index", help="encode a corpus and write an index folder")
-    ix.add_argument("--corpus", required=True, help="BEIR folder (corpus.jsonl) or JSONL file")
+    src = ix.add_mutually_exclusive_group(required=True)
+    src.add_argument("--corpus", help="BEIR folder (corpus.jsonl) or JSONL file")
+    src.add_argument("--vectors", metavar="PATH",
+                     help="SPLADE vectors encoded elsewhere: Anserini JsonVectorCollection files "
+                          '({"id", "contents", "vector": {token: weight}}; a file or a folder of .jsonl / '
+                          ".jsonl.gz), e.g. Pyserini's prebuilt encodings or `lsr export`")
+    ix.add_argument("--vocab", default=None, metavar="MODEL|files|ids|DIR",
+                    help="with --vectors: the tokenizer whose vocabulary the tokens belong to (default: "
+                         "--model); 'files': the tokens the files hold (queries then come as vectors); "
+                         "'ids': the keys are --model's term ids; a collection folder (or its "
+                         "vocabulary.json) built with 'files': reuse its term ids")
+    ix.add_argument("--vector-scale", type=float, default=None, metavar="X",
+                    help="with --vectors: multiply every weight by X (0.01 for Anserini's round(100 w) "
+                         "integers; default: the scale an `lsr export` folder records, else 1)")
+    ix.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="encode on a Ray cluster (ADDRESS, e.g. ray://head:10001 or auto; none: a local "
+                         "Ray): Ray Data reads and tokenizes, an actor pool encodes (a GPU each where the "
+                         "cluster has GPUs); needs the 'ray' extra and --out on a path every node shares")
+    ix.add_argument("--actors", type=_positive, default=None,
+                    help="with --ray: encoding actors (default: one per GPU, else 2)")
+    ix.add_argument("--segment-docs", type=_positive, default=None,
+                    help="documents per segment while building (memory grows with it, not with the corpus; "
+                         "default 100,000)")
+    ix.add_argument("--no-merge", action="store_true",
+                    help="leave the segments as written (default: merge them, up to 1,000,000 documents "
+                         "each)")
     ix.add_argument("--out", required=True, help="index folder to write")
     ix.add_argument("--model", default=DEFAULT_MODEL,
                     help=f"{DEFAULT_MODEL}, a local HF folder or a hub name (default {DEFAULT_MODEL})")
@@ -221,8 +246,29 @@ def _cmd_index(a) -> int:
                          quantization=a.quantization, block_size=a.block_size, reorder=not a.no_reorder,
                          dense=None if a.no_dense else a.dense_model, dense_kind=a.dense_kind,
                          bm25=not a.no_bm25, bm25_analyzer=a.bm25_analyzer, sparse_idf=not a.no_sparse_idf)
-    summary = index_corpus(a.corpus, a.out, config=config, device=a.device, skip_bad=a.skip_bad,
-                           overwrite=a.overwrite, limit=a.limit, show_progress=not a.no_progress)
+    common = {"config": config, "overwrite": a.overwrite, "skip_bad": a.skip_bad,
+              "show_progress": not a.no_progress, "merge": not a.no_merge}
+    if a.segment_docs is not None:
+        common["segment_docs"] = a.segment_docs
+    if (a.vocab is not None or a.vector_scale is not None) and a.vectors is None:
+        raise ValueError("--vocab and --vector-scale go with --vectors")
+    if a.vectors is not None:
+        if a.ray is not None or a.limit is not None:
+            raise ValueError("--vectors takes neither --ray nor --limit")
+        from lsr.vectorfiles import index_vectors
+
+        summary = index_vectors(a.vectors, a.out, vocab=a.vocab, scale=a.vector_scale, **common)
+    elif a.ray is not None:
+        if a.limit is not None:
+            raise ValueError("--ray does not take --limit")
+        from lsr.ray_encode import index_corpus_ray
+
+        summary = index_corpus_ray(a.corpus, a.out, address=None if a.ray == "local" else a.ray,
+                                   actors=a.actors, batch_size=a.batch_size, device=a.device, **common)
+    else:
+        if a.actors is not None:
+            raise ValueError("--actors goes with --ray")
+        summary = index_corpus(a.corpus, a.out, device=a.device, limit=a.limit, **common)
     print(summary.line())
     return 0
 

@@ -383,7 +383,7 @@ class Collection:
                          show_progress=show_progress) as b:
             batch: list = []
             done = 0
-            for record in iter_corpus(corpus, limit=limit):
+            for record in iter_corpus(scan, limit=limit):
                 batch.append(record)
                 if len(batch) == step:
                     b.add(batch, sparse=None if sparse is None else take_rows(sparse, done, done + step),

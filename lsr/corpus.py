@@ -44,6 +44,8 @@ class Corpus:
     skipped_examples: list[str] = field(default_factory=list)
     #: the good documents (:func:`scan_corpus` keeps none in ``records``); None: ``len(records)``
     documents: int | None = None
+    #: the line numbers :func:`scan_corpus` skipped (bad lines, repeated ids)
+    skipped_lines: frozenset = frozenset()
 
     def __len__(self) -> int:
         return len(self.records) if self.documents is None else self.documents
@@ -138,7 +140,7 @@ def scan_corpus(path: str | Path, *, skip_bad: bool = False, limit: int | None =
     """
     f = corpus_file(path)
     seen: dict[str, int] = {}
-    n, skipped, examples = 0, 0, []
+    n, skipped, examples, bad = 0, 0, [], set()
     for lineno, line in jsonl_lines(f):
         try:
             _parse(line, f"{f}:{lineno}", seen, lineno)
@@ -147,6 +149,7 @@ def scan_corpus(path: str | Path, *, skip_bad: bool = False, limit: int | None =
             if not skip_bad:
                 raise
             skipped += 1
+            bad.add(lineno)
             if len(examples) < 3:
                 examples.append(str(e))
         if limit is not None and n >= limit:
@@ -154,15 +157,17 @@ def scan_corpus(path: str | Path, *, skip_bad: bool = False, limit: int | None =
     if not n:
         why = f" ({counted(skipped, 'bad line')} skipped)" if skipped else ""
         raise CorpusError(f"{f}: no documents{why}")
-    return Corpus(f, [], skipped, examples, documents=n)
+    return Corpus(f, [], skipped, examples, documents=n, skipped_lines=frozenset(bad))
 
 
-def iter_corpus(path: str | Path, *, limit: int | None = None) -> Iterator[Record]:
-    """The good documents of a corpus :func:`scan_corpus` checked, one at a time (bad lines skipped, ids not
-    checked again), up to ``limit``."""
-    f = corpus_file(path)
+def iter_corpus(scan: Corpus, *, limit: int | None = None) -> Iterator[Record]:
+    """The good documents of a corpus :func:`scan_corpus` checked (``scan``), one at a time, without the
+    lines it skipped (ids are not checked again), up to ``limit``."""
+    f = scan.path
     n = 0
     for lineno, line in jsonl_lines(f):
+        if lineno in scan.skipped_lines:
+            continue
         try:
             record = _parse(line, f"{f}:{lineno}", None, lineno)
         except CorpusError:

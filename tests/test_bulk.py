@@ -35,7 +35,8 @@ def _check(c, truth, rng, queries=4):
         q = random_query(rng, VOCAB, integer=True, extra_vocab=0)
         for k in (1, 7, 30):
             want = _brute(truth, q, k)
-            rows, scores = r.search(q, k, params=SearchParams.check(k=k, speed="safe"), mask=c.search_mask())[0]
+            p = SearchParams.check(k=k, speed="safe")
+            rows, scores = r.search(q, k, params=p, mask=c.search_mask())[0]
             assert np.allclose(scores, [s for s, _ in want], rtol=1e-6)
             true = {d: s for s, d in _brute(truth, q, len(truth))}
             assert np.allclose([true.get(d, -1.0) for d in c.ids[rows].tolist()], scores, rtol=1e-6)

@@ -119,10 +119,12 @@ class SparseIdfRetriever(Retriever):
         vocab = int(ctx.splade_vectors.vocab_size)
         idf = idf_table(ctx.wordpiece_stats(), vocab)
         save_array(ctx.folder, f"{name}/{IDF_FILE}", idf)
+        enc = ctx.splade_encoder
+        info = enc.describe() if enc is not None else dict(ctx.splade_info or {})
         return RetrieverEntry(kind=cls.kind, dir=name, files=tuple(folder_files(ctx.folder, name)),
                               settings={"documents": "sparse", "idf": "bm25",
                                         "max_length": ctx.config.max_length,
-                                        "tokenizer": ctx.splade_encoder.describe().get("name")})
+                                        "tokenizer": info.get("name")})
 
     def query_tokens(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Each text's distinct WordPiece token ids (int32, ascending, inside the vocabulary)."""
