@@ -23,9 +23,9 @@ $(BIN)/python:
 
 # torch first: the pinned CPU wheel lies on local disk; any other spec may pull a multi-GB CUDA build.
 $(VENV)/.deps: pyproject.toml | $(BIN)/python
-	@echo "installing torch==2.13.0 (CPU), then lsr-engine with its serve, models, beir and dev extras"
+	@echo "installing torch==2.13.0 (CPU), then lsr-engine with its serve, models, beir, ray and dev extras"
 	@$(BIN)/pip install -q torch==2.13.0 $(QUIET)
-	@$(BIN)/pip install -q "torch==2.13.0" -e ".[serve,models,beir,dev]" --config-settings editable_mode=strict \
+	@$(BIN)/pip install -q "torch==2.13.0" -e ".[serve,models,beir,ray,dev]" --config-settings editable_mode=strict \
 	  $(QUIET)
 	@touch $@
 

@@ -44,8 +44,8 @@ from lsr.params import BuildConfig
 from lsr.retrievers.base import BuildContext
 from lsr.types import SparseBatch
 
-#: documents per segment while building: about 0.3 GB of peak memory per 100,000 SPLADE-like documents
-DEFAULT_SEGMENT_DOCS = 100_000
+#: documents per segment while building (peak memory grows with it: measured in docs/scale.md)
+DEFAULT_SEGMENT_DOCS = 250_000
 #: merged segments hold at most this many live documents (a merge holds their vectors in memory)
 MERGE_MAX_DOCS = 1_000_000
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -443,6 +443,9 @@ class BulkBuilder:
         documents each (:func:`merge_groups`); returns how many merges ran."""
         from lsr.collection import Collection
 
+        refs = load_manifest(path).segments or ()
+        if not merge_groups([r.live for r in refs], max_docs):
+            return 0  # nothing to merge: the collection is not opened (opening maps and checks every file)
         c = Collection.open(path, load_encoders=False)
         merges = 0
         try:

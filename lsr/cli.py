@@ -55,6 +55,7 @@ from lsr.params import (
     check_k,
 )
 from lsr.searcher import Searcher
+from lsr.shards import ON_FAILURE
 from lsr.tuning import tune_fusion, write_fusion
 
 
@@ -124,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="with --ray: encoding actors (default: one per GPU, else 2)")
     ix.add_argument("--segment-docs", type=_positive, default=None,
                     help="documents per segment while building (memory grows with it, not with the corpus; "
-                         "default 100,000)")
+                         "default 250,000)")
     ix.add_argument("--no-merge", action="store_true",
                     help="leave the segments as written (default: merge them, up to 1,000,000 documents "
                          "each)")
@@ -217,6 +218,16 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=_positive, default=None, help="default 8000")
     sv.add_argument("--model", default=None)
     sv.add_argument("--threads", type=_positive, default=None, help="search worker threads")
+    sv.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="serve the collection's segments as shards on Ray actors (ADDRESS: auto, "
+                         "ray://head:10001; none: a local Ray); read-only; needs the 'ray' extra")
+    sv.add_argument("--shards", type=_positive, default=2,
+                    help="with --ray: shards (default 2; the collection needs at least as many segments)")
+    sv.add_argument("--on-shard-failure", choices=ON_FAILURE, default="partial",
+                    help='with --ray, while a shard is down: answer from the others with "partial": true '
+                         "and the missing shards named (default), or fail with 503")
+    sv.add_argument("--shard-timeout", type=float, default=None, metavar="SECONDS",
+                    help="with --ray: a shard that takes longer is counted as down (default 5)")
 
     adapt_arguments(sub.add_parser("adapt", help="fit the collection's inference-free queries (sparse-idf) "
                                                  "and hybrid fusion to the collection"))
@@ -432,7 +443,8 @@ def _check_port(host: str, port: int) -> None:
 
 def _serve(index: str | Path | None, host: str | None = None, port: int | None = None,
            model: str | None = None, config: str | None = None, threads: int | None = None,
-           banner: str = "") -> int:
+           banner: str = "", ray: str | None = None, shards: int = 2, on_shard_failure: str = "partial",
+           shard_timeout: float | None = None) -> int:
     try:  # the optional 'serve' extra (fastapi, uvicorn): imported only to serve
         import uvicorn
 
@@ -447,7 +459,16 @@ def _serve(index: str | Path | None, host: str | None = None, port: int | None =
         raise LsrError("which index? give --index DIR (or index_path in --config, or LSR_INDEX_PATH)")
     _check_port(settings.host, settings.port)  # a busy port fails now, not after loading the index
     # open it here, so that a bad index fails with one line before the server starts
-    searcher = Searcher.load(settings.index_path, model=settings.model, device=settings.device)
+    if ray is not None:
+        from lsr.shards import DEFAULT_TIMEOUT_S, sharded_service  # ray itself: inside
+
+        if shard_timeout is not None and not 0 < shard_timeout <= 3600:
+            raise ValueError(f"--shard-timeout must be in (0, 3600] seconds, got {shard_timeout}")
+        settings, searcher = sharded_service(settings, address=None if ray == "local" else ray, shards=shards,
+                                             on_failure=on_shard_failure,
+                                             timeout_s=shard_timeout or DEFAULT_TIMEOUT_S)
+    else:
+        searcher = Searcher.load(settings.index_path, model=settings.model, device=settings.device)
     _warm_up(searcher, sys.stdout)  # before the server listens, so its first query answers at once
     app = create_app(settings, searcher=searcher)
     url = f"http://{settings.host}:{settings.port}"
@@ -536,5 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"index": _cmd_index, "search": _cmd_search, "demo": _cmd_demo, "tune-fusion": _cmd_tune,
                 "eval": run_from_args, "export": _cmd_export, "adapt": adapt_from_args, "add": _cmd_add,
                 "delete": _cmd_delete, "merge": _cmd_merge, "stats": _cmd_stats,
-                "serve": lambda a: _serve(a.index, a.host, a.port, a.model, a.config, a.threads)}
+                "serve": lambda a: _serve(a.index, a.host, a.port, a.model, a.config, a.threads, ray=a.ray,
+                                          shards=a.shards, on_shard_failure=a.on_shard_failure,
+                                          shard_timeout=a.shard_timeout)}
     return run_command(args.command, handlers[args.command], args)

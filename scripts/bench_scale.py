@@ -39,8 +39,9 @@ SEISMIC = [("qc5 hf0.7", 5, 0.7), ("qc10 hf0.8", 10, 0.8), ("qc20 hf0.9", 20, 0.
 BMP = [("safe a1 b1", 1.0, 1.0), ("a1 b0.8", 1.0, 0.8)]
 
 
-def npz_member(path: Path, name: str) -> np.ndarray:
-    """A member of an uncompressed .npz (np.savez) memory-mapped, without reading it."""
+def npz_member(path: Path, name: str, *, where: bool = False) -> np.ndarray:
+    """A member of an uncompressed .npz (np.savez) memory-mapped, without reading it (``where``: its
+    (dtype, offset) in the file instead)."""
     with zipfile.ZipFile(path) as zf:
         info = zf.getinfo(f"{name}.npy")
     if info.compress_type != zipfile.ZIP_STORED:
@@ -55,15 +56,21 @@ def npz_member(path: Path, name: str) -> np.ndarray:
         read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         shape, fortran, dtype = read(f)
         offset = f.tell()
+    if where:
+        return dtype, offset
     return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C")
 
 
 class Data:
-    """The collection's CSR arrays, memory-mapped."""
+    """The collection's CSR arrays: postings read from the file chunk by chunk (not memory-mapped: mapped
+    pages of the input would count in the build's peak resident memory)."""
 
     def __init__(self, folder: Path) -> None:
         d = folder / "docs.npz"
-        self.indptr, self.indices, self.data = (npz_member(d, k) for k in ("indptr", "indices", "data"))
+        self.path = d
+        self.indptr = np.array(npz_member(d, "indptr"))
+        self.indices, self.data = npz_member(d, "indices"), npz_member(d, "data")
+        self._where = {k: npz_member(d, k, where=True) for k in ("indices", "data")}
         self.ids = npz_member(d, "ids")
         q = np.load(folder / "queries.npz")
         self.q_indptr, self.q_indices, self.q_data = q["indptr"], q["indices"], q["data"]
@@ -71,8 +78,11 @@ class Data:
 
     def rows(self, s: int, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         a, b = int(self.indptr[s]), int(self.indptr[e])
-        return (np.asarray(self.indptr[s:e + 1], np.int64) - a, np.asarray(self.indices[a:b], np.int32),
-                np.asarray(self.data[a:b], np.float32))
+        out = [np.asarray(self.indptr[s:e + 1], np.int64) - a]
+        for k in ("indices", "data"):
+            dtype, offset = self._where[k]
+            out.append(np.fromfile(self.path, dtype=dtype, count=b - a, offset=offset + a * dtype.itemsize))
+        return out[0], out[1].astype(np.int32, copy=False), out[2].astype(np.float32, copy=False)
 
     def query(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         s, e = self.q_indptr[i], self.q_indptr[i + 1]
@@ -228,7 +238,7 @@ def child_peer(a) -> dict:
         import bmp
 
         path = str(work / "index.bmp")
-        wmax = float(np.max(data.data[: int(data.indptr[a.n])]))
+        wmax = max(float(data.rows(s, min(a.n, s + 500_000))[2].max()) for s in range(0, a.n, 500_000))
         ix = bmp.Indexer(path, bsize=32, compress_range=False)
         tok = np.array([str(t) for t in range(VOCAB)], dtype=object)
         for s in range(0, a.n, 100_000):

@@ -5,8 +5,12 @@ concatenated in memory (``gen_synth.py`` holds every vector twice at the end: ab
 
 Writes ``--out``: ``docs.npz`` / ``queries.npz`` (CSR: indptr, indices, data, shape, ids; stored uncompressed,
 so readers can memory-map the members), ``qrels.tsv``, ``meta.json``, as ``gen_synth.py --no-jsonl`` does.
+``--jsonl`` then writes ``docs.jsonl`` (``--jsonl-docs N``: the first N documents) as Anserini's
+``JsonVectorCollection`` with term ids for tokens (``{"id", "contents": "", "vector": {"2054": 1.23}}``), the
+input of ``lsr index --vectors docs.jsonl --vocab ids``; on an existing folder it only converts.
 
     python scripts/gen_synth_stream.py --n-docs 8841823 --out /tmp/syn8m      # MS MARCO's passage count
+    python scripts/gen_synth_stream.py --n-docs 8841823 --out /tmp/syn8m --jsonl
 """
 
 from __future__ import annotations
@@ -31,11 +35,18 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--peerbench", default=str(PEERBENCH), help="folder holding gen_synth.py")
+    ap.add_argument("--jsonl", action="store_true", help="also write docs.jsonl (JsonVectorCollection)")
+    ap.add_argument("--jsonl-docs", type=int, default=None, help="only the first N documents in docs.jsonl")
     a = ap.parse_args()
+    out = Path(a.out)
+    if (out / "docs.npz").is_file() and (out / "meta.json").is_file():
+        if not a.jsonl:
+            sys.exit(f"{out} holds a collection already (--jsonl converts it)")
+        write_jsonl(out, a.jsonl_docs)
+        return
     sys.path.insert(0, a.peerbench)
     import gen_synth as G
 
-    out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     n_topics = int(np.clip(a.n_docs // 500, 50, 5000))
     t0 = time.time()
@@ -84,7 +95,36 @@ def main() -> None:
     with open(out / "meta.json", "w") as f:
         json.dump(meta, f, indent=1)
     print(json.dumps(meta, indent=1))
+    if a.jsonl:
+        write_jsonl(out, a.jsonl_docs)
     os.sync()
+
+
+def write_jsonl(out: Path, limit: int | None) -> None:
+    """docs.npz as JsonVectorCollection lines, chunk by chunk (memory-mapped input), written then renamed."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_scale import Data
+
+    data = Data(out)
+    n = data.n_docs if limit is None else min(limit, data.n_docs)
+    tmp = out / "docs.jsonl.tmp"
+    t0 = time.time()
+    with open(tmp, "w", encoding="utf-8") as f:
+        for s in range(0, n, 50_000):
+            e = min(n, s + 50_000)
+            ip, ind, val = data.rows(s, e)
+            ids = data.ids[s:e].tolist()
+            tok, w = ind.tolist(), np.round(val.astype(np.float64), 4).tolist()
+            lines = []
+            for i in range(e - s):
+                a, b = ip[i], ip[i + 1]
+                vec = ", ".join(f'"{t}": {x!r}' for t, x in zip(tok[a:b], w[a:b]))
+                lines.append(f'{{"id": "{ids[i]}", "contents": "", "vector": {{{vec}}}}}\n')
+            f.write("".join(lines))
+            print(f"\rdocs.jsonl: {e:,} documents, {time.time() - t0:.0f} s", end="", file=sys.stderr,
+                  flush=True)
+    os.replace(tmp, out / "docs.jsonl")
+    print(file=sys.stderr)
 
 
 if __name__ == "__main__":

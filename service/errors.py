@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lsr.errors import IndexFormatError
+from lsr.shards import ShardsUnavailable
 
 log = logging.getLogger("lsr.service")
 
@@ -131,6 +132,12 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
             return error_response(422, unparsable(exc.__cause__))  # invalid UTF-8, nested too deeply
         return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(ShardsUnavailable)
+    async def _shards(request: Request, exc: ShardsUnavailable):
+        # sharded serving with on_failure="fail": a shard is down (Ray restarts it); the client retries
+        return error_response(503, str(exc), "shards_unavailable", {"Retry-After": "1"},
+                              missing_shards=list(exc.missing_shards))
 
     @app.exception_handler(IndexFormatError)
     async def _damaged(request: Request, exc: IndexFormatError):

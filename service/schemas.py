@@ -208,6 +208,8 @@ class SearchResponse(BaseModel):
     took_ms: float
     truncated: bool = Field(description="the query was longer than the encoder's max length and was cut")
     hits: list[HitOut]
+    partial: bool | None = Field(default=None, description="sharded serving: some shards did not answer")
+    missing_shards: list[str] | None = Field(default=None, description="sharded serving: those shards")
 
 
 class BatchResult(BaseModel):
@@ -222,6 +224,8 @@ class BatchSearchResponse(BaseModel):
     fusion: dict[str, Any] | None = None
     took_ms: float
     results: list[BatchResult]
+    partial: bool | None = Field(default=None, description="sharded serving: some shards did not answer")
+    missing_shards: list[str] | None = Field(default=None, description="sharded serving: those shards")
 
 
 class EncodeResponse(BaseModel):

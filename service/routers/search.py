@@ -114,11 +114,19 @@ def _search_one(searcher, body: SearchRequest, params: SearchParams) -> dict:
     took = (time.perf_counter() - t0) * 1000
     out = {"query": body.query, "speed": params.speed, "mode": result.mode, "fusion": _fusion(result),
            "took_ms": round(took, 3), "truncated": bool(result.truncated), "hits": hits}
+    _partial(out, result)
     if body.explain:  # nested explanations: their model drops what it does not document
         return SearchResponse.model_validate(out).model_dump(mode="json", exclude_none=True)
     if out["fusion"] is None:
         del out["fusion"]
     return out
+
+
+def _partial(out: dict, result) -> None:
+    """Sharded serving (:mod:`lsr.shards`): name the shards that did not answer."""
+    if getattr(result, "partial", False):
+        out["partial"] = True
+        out["missing_shards"] = list(result.missing_shards)
 
 
 def _check(settings: Settings, queries: list[str], filter_ids: list[str] | None = None) -> None:
@@ -295,6 +303,7 @@ def _search_batch(searcher, body: BatchSearchRequest, params: SearchParams) -> d
     took = (time.perf_counter() - t0) * 1000
     answer = {"speed": params.speed, "mode": results[0].mode, "fusion": _fusion(results[0]),
               "took_ms": round(took, 3), "results": out}
+    _partial(answer, results[0])
     if answer["fusion"] is None:
         del answer["fusion"]
     return answer
