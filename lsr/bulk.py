@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,14 +35,19 @@ import numpy as np
 
 from lsr import living
 from lsr import segments as S
-from lsr.collection import IndexSummary, encode_corpus
+from lsr.bm25 import BM25Encoder
+from lsr.collection import Collection, IndexSummary, encode_corpus, permute_rows
 from lsr.composite import SEGMENT_KINDS
 from lsr.corpus import Record
 from lsr.errors import CorpusError
+from lsr.filters import Schema
+from lsr.index import SparseIndex
+from lsr.index.sparse import reorder_documents
 from lsr.index.storage import atomic_folder, check_target, remove_stale, save_array
 from lsr.manifest import Manifest, RetrieverEntry, commit_manifest, load_manifest, write_manifest
 from lsr.params import BuildConfig
 from lsr.retrievers.base import BuildContext
+from lsr.retrievers.sparse_idf import IDF_FILE, idf_table
 from lsr.types import SparseBatch
 
 #: documents per segment while building (peak memory grows with it: measured in docs/scale.md)
@@ -108,8 +114,6 @@ def write_part(folder: str | Path, name: str, template: dict, records: Sequence[
     schema = None
     metas = [r.metadata for r in records]
     if m.schema or any(metas):
-        from lsr.filters import Schema
-
         schema = Schema.from_json(m.schema, "the build template") if m.schema else Schema.infer([])
         try:
             schema = schema.extend(metas, ids=[r.id for r in records])
@@ -118,8 +122,6 @@ def write_part(folder: str | Path, name: str, template: dict, records: Sequence[
     folder = Path(folder)
     target = folder / S.SEGMENTS_DIR / name
     if target.exists():  # a retried part: its earlier, complete copy goes first
-        import shutil
-
         shutil.rmtree(target)
     return living.write_segment(folder, name, m, records=records, sparse=sparse, dense=dense, schema=schema,
                                 tokenizer=tokenizer, wordpiece=wordpiece)
@@ -299,8 +301,6 @@ class BulkBuilder:
         folder = self._check_open()
         metas = [r.metadata for r in records]
         if self._schema is not None or any(metas):
-            from lsr.filters import Schema
-
             try:
                 self._schema = (self._schema or Schema.infer([])).extend(metas, ids=[r.id for r in records])
             except ValueError as e:
@@ -320,8 +320,6 @@ class BulkBuilder:
             raise ValueError(f"no segment {ref.dir} in {folder}")
         own = load_manifest(folder / ref.dir, own=True)
         if own.schema:
-            from lsr.filters import Schema
-
             self._schema = _union(self._schema, Schema.from_json(own.schema, str(folder / ref.dir)))
         self._adopt(ref, wordpiece, ids=living.read_ids(folder / ref.dir / own.ids_file, own.documents))
 
@@ -382,10 +380,6 @@ class BulkBuilder:
         return self._summary(total)
 
     def _idf_entry(self, folder: Path, total: int) -> RetrieverEntry:
-        from lsr.bm25 import BM25Encoder
-        from lsr.index import SparseIndex
-        from lsr.retrievers.sparse_idf import IDF_FILE, idf_table
-
         vocab = SparseIndex.load(folder / self._refs[0].dir / "sparse").vocab_size
         df = self._df if self._df is not None else np.zeros(vocab, np.int64)
         stats = BM25Encoder(analyzer="wordpiece", df=df, n_docs=max(self._n_idf, 1), avgdl=1.0, k1=0.9, b=0.4,
@@ -400,13 +394,9 @@ class BulkBuilder:
     def _finish_plain(self) -> IndexSummary:
         """A corpus that fits in one segment: a plain one-folder collection (the layout of a build before
         segments existed)."""
-        from lsr.index.sparse import reorder_documents
-
         records, sparse, dense = self._take(self._buffered)
         order = reorder_documents(sparse) if self.config.reorder else np.arange(len(records), dtype=np.int32)
         idx = order.tolist()
-        from lsr.collection import permute_rows
-
         tok = self._word_tokenizer()
         ctx = BuildContext(folder=self.folder, texts=[records[i].content for i in idx],
                            ids=[records[i].id for i in idx], config=self.config,
@@ -441,8 +431,6 @@ class BulkBuilder:
                       show_progress: bool = False) -> int:
         """Merge the segments of the collection at ``path`` into as few as hold at most ``max_docs`` live
         documents each (:func:`merge_groups`); returns how many merges ran."""
-        from lsr.collection import Collection
-
         refs = load_manifest(path).segments or ()
         if not merge_groups([r.live for r in refs], max_docs):
             return 0  # nothing to merge: the collection is not opened (opening maps and checks every file)
@@ -472,8 +460,6 @@ def _union(a: Any, b: Any) -> Any:
     """Two metadata schemas as one (an integer field and a float field make a float field)."""
     if a is None:
         return b
-    from lsr.filters import Schema
-
     fields = dict(a.fields)
     for name, t in b.fields.items():
         have = fields.get(name)
