@@ -122,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
                          "Ray): Ray Data reads and tokenizes, an actor pool encodes (a GPU each where the "
                          "cluster has GPUs); needs the 'ray' extra and --out on a path every node shares")
     ix.add_argument("--actors", type=_positive, default=None,
-                    help="with --ray: encoding actors (default: one per GPU, else 2)")
+                    help="with --ray: encoding actors (default: one per GPU, else one per two CPUs)")
     ix.add_argument("--segment-docs", type=_positive, default=None,
                     help="documents per segment while building (memory grows with it, not with the corpus; "
                          "default 250,000)")

@@ -87,7 +87,14 @@ def json_record(line: str, where: str) -> tuple[dict, object]:
     return obj, str(rid) if isinstance(rid, int) and not isinstance(rid, bool) else rid
 
 
-def _parse(line: str, where: str, seen: dict[str, int] | None, lineno: int) -> Record:
+def parse_record(line: str, where: str, seen: dict[str, int] | None, lineno: int) -> Record:
+    """One corpus line as a checked :class:`Record`; CorpusError prefixed with ``where`` (``file:line``).
+    ``seen``: ids met so far with their line numbers (a repeat is an error); None skips that check.
+
+    Example:
+        >>> parse_record('{"_id": "d1", "text": "Body"}', "corpus.jsonl:1", {}, 1).id
+        'd1'
+    """
     obj, doc_id = json_record(line, where)
     if doc_id is None:
         key = "_id" if "_id" in obj else "id" if "id" in obj else None
@@ -143,7 +150,7 @@ def scan_corpus(path: str | Path, *, skip_bad: bool = False, limit: int | None =
     n, skipped, examples, bad = 0, 0, [], set()
     for lineno, line in jsonl_lines(f):
         try:
-            _parse(line, f"{f}:{lineno}", seen, lineno)
+            parse_record(line, f"{f}:{lineno}", seen, lineno)
             n += 1
         except CorpusError as e:
             if not skip_bad:
@@ -169,7 +176,7 @@ def iter_corpus(scan: Corpus, *, limit: int | None = None) -> Iterator[Record]:
         if lineno in scan.skipped_lines:
             continue
         try:
-            record = _parse(line, f"{f}:{lineno}", None, lineno)
+            record = parse_record(line, f"{f}:{lineno}", None, lineno)
         except CorpusError:
             continue
         yield record
@@ -195,7 +202,7 @@ def read_corpus(path: str | Path, *, skip_bad: bool = False, limit: int | None =
     skipped, examples = 0, []
     for lineno, line in jsonl_lines(f):
         try:
-            records.append(_parse(line, f"{f}:{lineno}", seen, lineno))
+            records.append(parse_record(line, f"{f}:{lineno}", seen, lineno))
         except CorpusError as e:
             if not skip_bad:
                 raise

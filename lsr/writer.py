@@ -456,7 +456,7 @@ def _records(docs: Iterable[Any]) -> list:
             raise ValueError(f"document #{i}: not JSON-serialisable ({e})") from None
         seen.pop(str(d.get("id", d.get("_id"))), None)  # a repeated id in one batch: the last one wins
         try:
-            out.append(C._parse(line, f"document #{i}", seen, i))
+            out.append(C.parse_record(line, f"document #{i}", seen, i))
         except C.CorpusError as e:
             raise ValueError(str(e)) from None
     last = {r.id: j for j, r in enumerate(out)}

@@ -263,9 +263,24 @@ class SpladeEncoder:
         return self._encode(texts, batch_size=batch_size, top_k=top_k, threshold=threshold,
                             show_progress=show_progress, desc="queries")
 
+    def encode_token_ids(self, ids: Sequence[Sequence[int]], *, batch_size: int = 64,
+                         top_k: int | None = None, threshold: float = 0.0) -> SparseBatch:
+        """Encode texts tokenized elsewhere (e.g. on CPU workers: ``tokenizer(texts, truncation=True,
+        max_length=encoder.max_length)["input_ids"]``); the same vectors as :meth:`encode_documents`.
+
+        Example:
+            >>> ids = encoder.tokenizer(["a text"], truncation=True)["input_ids"]  # doctest: +SKIP
+            >>> encoder.encode_token_ids(ids).shape                         # doctest: +SKIP
+            (1, 30522)
+        """
+        if isinstance(ids, (str, bytes)) or any(len(row) == 0 or len(row) > self._max_length for row in ids):
+            raise ValueError(f"ids must be lists of 1 to {self._max_length} token ids (max_length)")
+        return self._encode([], batch_size=batch_size, top_k=top_k, threshold=threshold, show_progress=False,
+                            desc="documents", ids=[list(row) for row in ids])
+
     def _encode(self, texts: Sequence[str], *, batch_size: int, top_k: int | None, threshold: float,
-                show_progress: bool, desc: str) -> SparseBatch:
-        texts = check_texts(texts)
+                show_progress: bool, desc: str, ids: list[list[int]] | None = None) -> SparseBatch:
+        texts = check_texts(texts) if ids is None else ids
         batch_size = check_int("batch_size", batch_size, 1)
         if top_k is not None:
             top_k = check_int("top_k", top_k, 1)
@@ -278,7 +293,7 @@ class SpladeEncoder:
         if n == 0:
             return SparseBatch(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
                                self._vocab_size)
-        ids = self._tokenize(texts)
+        ids = self._tokenize(texts) if ids is None else ids
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
         order = np.argsort(-lengths, kind="stable")  # longest first: the peak memory shows up at once
         counts, indices, values = [], [], []
