@@ -241,7 +241,7 @@ class BulkBuilder:
             raise ValueError("dense vectors given, but the build has no dense retriever (config.dense)")
         self._buf.append((records, sparse, dense))
         self._buffered += len(records)
-        while self._buffered >= self.segment_docs:
+        while self._buffered > self.segment_docs:  # an exact fit stays one plain folder
             self._flush(self.segment_docs)
 
     def _take(self, n: int) -> tuple[list[Record], SparseBatch, np.ndarray | None]:

@@ -148,3 +148,43 @@ def test_cli_index_writes_bounded_segments(tmp_path, capsys):
     assert main(["index", "--corpus", str(path), "--out", str(tmp_path / "x"), "--actors", "2"]) == 2
     err = capsys.readouterr().err
     assert "--actors goes with --ray" in err
+
+
+_KILLED_CHILD = """
+import os, signal, sys
+import numpy as np
+from lsr.bulk import BulkBuilder, take_rows
+from lsr.corpus import Record
+from lsr.params import BuildConfig
+from lsr.testing import random_docs
+vecs = random_docs(np.random.default_rng(1), 90, 60, 6, integer=True)
+cfg = BuildConfig(dense=None, bm25=False, sparse_idf=False, quantization="float32")
+with BulkBuilder(sys.argv[1], config=cfg, segment_docs=20, overwrite=True, splade_info={"name": "x"},
+                 show_progress=False) as b:
+    b.add([Record(f"n{i}", "", "t") for i in range(50)], sparse=take_rows(vecs, 0, 50))
+    print(len(os.listdir(b.folder / "segments")), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_build_leaves_the_previous_index_and_no_scratch(tmp_path, splade):
+    """A build process killed (SIGKILL) after writing segments: the index at the target is untouched, and the
+    next build removes what the killed one left."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(6)
+    path, _ = _corpus(tmp_path, 30, rng)
+    out = tmp_path / "idx"
+    Collection.build(path, out, config=SPARSE_ONLY, encoder=splade,
+                     vectors={"sparse": random_docs(rng, 30, VOCAB, 6, integer=True)}, show_progress=False)
+    before = (out / "manifest.json").read_bytes()
+    p = subprocess.run([sys.executable, "-c", _KILLED_CHILD, str(out)], capture_output=True, text=True)
+    assert p.returncode == -9 and p.stdout.strip() == "2"
+    assert (out / "manifest.json").read_bytes() == before
+    assert len(Collection.open(out, load_encoders=False)) == 30
+    left = [n for n in os.listdir(tmp_path) if n.startswith("idx.")]
+    assert left  # the killed build's scratch folder, locked by nobody now
+    Collection.build(path, out, config=SPARSE_ONLY, encoder=splade, overwrite=True,
+                     vectors={"sparse": random_docs(rng, 30, VOCAB, 6, integer=True)}, show_progress=False)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("idx.")]
