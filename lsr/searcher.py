@@ -230,33 +230,13 @@ class Searcher:
         """Per hit: the matched terms (from the first retriever that has terms) and, for hybrid, each
         retriever's score and rank."""
         termed = next(((n, r) for n, r, _ in used if r.explains_terms), None)
-        ranks = {}  # each list's ranks (its equal scores are already in id order: _ties_by_id)
-        for n, _, _ in (used if len(used) > 1 else ()):
-            rows_n, scores_n = parts[n][i]
-            listed = zip(rows_n.tolist(), scores_n.tolist())
-            ranks[n] = {row: (s, rank) for rank, (row, s) in enumerate(listed, start=1)}
-        out = []
-        for row in rows.tolist():
-            ex: dict = {}
-            if termed is not None:
-                ex["terms"] = termed[1].explain(encoded[termed[0]], i, row)
-            if ranks:
-                ex["retrievers"] = {n: ({"score": r[row][0], "rank": r[row][1]} if row in r else None)
-                                    for n, r in ranks.items()}
-            out.append(ex)
-        return out
+        lists = {n: parts[n][i][:2] for n, _, _ in (used if len(used) > 1 else ())}
+        terms = None if termed is None else (lambda row: termed[1].explain(encoded[termed[0]], i, row))
+        return explanations(rows, lists, terms)
 
     def hits(self, result: SearchResult, *, with_text: bool = True) -> list[Hit]:
         """The hits of ``result`` as :class:`lsr.types.Hit` objects (titles and texts from the store)."""
-        ids = [str(i) for i in result.ids]
-        store = self.collection.docstore
-        docs = store.get_many(ids) if (with_text and store is not None) else [None] * len(ids)
-        ex = result.explanations or [None] * len(ids)
-        weak = result.weak.tolist() if result.weak is not None else [None] * len(ids)
-        return [Hit(id=i, score=float(s), rank=r, title=d.title if d else "", text=d.text if d else "",
-                    explanation=e, weak=None if w is None else bool(w))
-                for r, (i, s, d, e, w) in enumerate(zip(ids, result.scores.tolist(), docs, ex, weak),
-                                                    start=1)]
+        return result_hits(result, self.collection.docstore if with_text else None)
 
     @staticmethod
     def _texts(queries: Sequence[str]) -> list[str]:
@@ -415,3 +395,34 @@ class Searcher:
     def __repr__(self) -> str:
         return f"Searcher({json.dumps(self.info)})"
 
+
+
+def explanations(rows: np.ndarray, lists: dict, terms: Any = None) -> list[dict]:
+    """Per hit row: ``terms`` (a callable row -> matched terms, or None) and, when ``lists`` holds several
+    retrievers' ``(rows, scores)`` (a hybrid; equal scores already in id order), each one's score and rank."""
+    ranks = {}
+    for n, (rows_n, scores_n) in lists.items():
+        listed = zip(np.asarray(rows_n).tolist(), np.asarray(scores_n).tolist())
+        ranks[n] = {row: (s, rank) for rank, (row, s) in enumerate(listed, start=1)}
+    out = []
+    for row in rows.tolist():
+        ex: dict = {}
+        if terms is not None:
+            ex["terms"] = terms(row)
+        if ranks:
+            ex["retrievers"] = {n: ({"score": r[row][0], "rank": r[row][1]} if row in r else None)
+                                for n, r in ranks.items()}
+        out.append(ex)
+    return out
+
+
+def result_hits(result: SearchResult, store: Any) -> list[Hit]:
+    """The hits of ``result`` as :class:`lsr.types.Hit` objects, titles and texts from ``store`` (None:
+    without them)."""
+    ids = [str(i) for i in result.ids]
+    docs = store.get_many(ids) if store is not None else [None] * len(ids)
+    ex = result.explanations or [None] * len(ids)
+    weak = result.weak.tolist() if result.weak is not None else [None] * len(ids)
+    return [Hit(id=i, score=float(s), rank=r, title=d.title if d else "", text=d.text if d else "",
+                explanation=e, weak=None if w is None else bool(w))
+            for r, (i, s, d, e, w) in enumerate(zip(ids, result.scores.tolist(), docs, ex, weak), start=1)]

@@ -44,7 +44,7 @@ from lsr.fusion import fuse_ranked
 from lsr.manifest import load_manifest
 from lsr.params import DEFAULT_SPEED, SearchParams
 from lsr.retrievers.base import Ranked
-from lsr.searcher import WARM_UP_QUERY, Searcher, SearchResult
+from lsr.searcher import WARM_UP_QUERY, Searcher, SearchResult, explanations, result_hits
 from lsr.shard import (
     Shard,
     assign_segments,
@@ -462,30 +462,12 @@ class ShardedSearcher:
                         words = decode([int(t["term"]) for t in listed])
                         listed = [{**t, "term": w} for t, w in zip(listed, words)]
                     terms[row] = listed
-        ranks = {}
-        for n, _, _ in (used if len(used) > 1 else ()):
-            r_n, s_n, _ = parts[n][i]
-            listed = enumerate(zip(r_n.tolist(), s_n.tolist()), start=1)
-            ranks[n] = {row: (s, rank) for rank, (row, s) in listed}
-        out = []
-        for row in rows.tolist():
-            ex: dict = {}
-            if termed is not None:
-                ex["terms"] = terms.get(row)
-            if ranks:
-                ex["retrievers"] = {n: ({"score": r[row][0], "rank": r[row][1]} if row in r else None)
-                                    for n, r in ranks.items()}
-            out.append(ex)
-        return out
+        lists = {n: parts[n][i][:2] for n, _, _ in (used if len(used) > 1 else ())}
+        return explanations(rows, lists, None if termed is None else terms.get)
 
     def hits(self, result: SearchResult, *, with_text: bool = True) -> list[Hit]:
         """The hits of ``result`` as :class:`lsr.types.Hit` objects (titles and texts from the shards)."""
-        ids = [str(i) for i in result.ids]
-        docs = self.docstore.get_many(ids) if with_text else [None] * len(ids)
-        ex = result.explanations or [None] * len(ids)
-        return [Hit(id=i, score=float(s), rank=r, title=d.title if d else "", text=d.text if d else "",
-                    explanation=e)
-                for r, (i, s, d, e) in enumerate(zip(ids, result.scores.tolist(), docs, ex), start=1)]
+        return result_hits(result, self.docstore if with_text else None)
 
     def search(self, query: str, k: int = 10, *, mode: str | None = None, fusion: dict | None = None,
                speed: str = DEFAULT_SPEED, with_text: bool = True, explain: bool = False,
@@ -505,19 +487,9 @@ class ShardedSearcher:
         result = self.query([""], params, annotate=False, threads=1, encoded={"sparse": query})[0]
         return self.hits(result, with_text=with_text)
 
-    def batch_search(self, queries: Mapping[str, str], k: int = 1000, *, mode: str | None = None,
-                     fusion: dict | None = None, speed: str = DEFAULT_SPEED, batch_size: int = 64,
-                     threads: int | None = None) -> dict[str, dict[str, float]]:
-        """``{qid: text}`` -> ``{qid: {doc_id: score}}``, as :meth:`lsr.searcher.Searcher.batch_search`."""
-        if not isinstance(queries, Mapping):
-            raise TypeError("queries must be a mapping {query_id: text}")
-        params = self.params(k=k, mode=mode, speed=speed, fusion=fusion)
-        qids = list(queries)
-        if not qids:
-            return {}
-        results = self.query([str(queries[q]) for q in qids], params, annotate=False, threads=threads,
-                             batch_size=batch_size)
-        return {qid: dict(zip(r.ids.tolist(), r.scores.tolist())) for qid, r in zip(qids, results)}
+    #: ``{qid: text}`` -> ``{qid: {doc_id: score}}``: :meth:`lsr.searcher.Searcher.batch_search` itself (it
+    #: needs only ``params`` and ``query``)
+    batch_search = Searcher.batch_search
 
     def document(self, doc_id: str) -> Any:
         """The stored document ``doc_id`` or None (:class:`ShardsUnavailable` when it may be on a shard that
