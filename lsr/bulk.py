@@ -430,11 +430,14 @@ class BulkBuilder:
     def merge_bounded(path: str | Path, *, max_docs: int = MERGE_MAX_DOCS,
                       show_progress: bool = False) -> int:
         """Merge the segments of the collection at ``path`` into as few as hold at most ``max_docs`` live
-        documents each (:func:`merge_groups`); returns how many merges ran."""
+        documents each (:func:`merge_groups`); returns how many merges ran. Meant for the segments a build
+        has just written: they are opened without validating them again."""
         refs = load_manifest(path).segments or ()
         if not merge_groups([r.live for r in refs], max_docs):
             return 0  # nothing to merge: the collection is not opened (opening maps and checks every file)
-        c = Collection.open(path, load_encoders=False)
+        # segments this build has just written and checked are not validated again: that would read every
+        # page of every segment (merges read only the segments they merge)
+        c = Collection.open(path, load_encoders=False, validate=False)
         merges = 0
         try:
             while True:
